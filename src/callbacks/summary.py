@@ -1,0 +1,108 @@
+"""summary.json: the final and best value of every logged metric, with the seed, the config choices
+and the output path. Written at the end of fit (and of test), and also when a run fails, so nothing
+computed is lost. Only rank 0 writes."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+# Metrics where larger is better; everything else (losses, distances, KL, FID) is best when smallest.
+HIGHER_IS_BETTER = ("modes_captured", "hq_fraction", "miou", "macc", "aacc", "acc", "accuracy", "is", "iou",
+                    "d_real", "psnr", "ssim")
+
+
+def metric_mode(name: str) -> str:
+    leaf = name.rsplit("/", 1)[-1].lower()
+    return "max" if any(leaf == k or leaf.startswith(k + "_") for k in HIGHER_IS_BETTER) else "min"
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class RunSummary(pl.Callback):
+    def __init__(self, path: str, extra: dict | None = None):
+        self.path = Path(path)
+        self.extra = dict(extra or {})
+        self.metrics: dict[str, dict[str, Any]] = {}
+        self.started = time.time()
+        self.status = "running"
+
+    # -------------------------------------------------------------------------------------- tracking
+    def record(self, trainer: pl.Trainer) -> None:
+        step = trainer.global_step
+        for name, value in trainer.callback_metrics.items():
+            v = _scalar(value)
+            if v is None:
+                continue
+            entry = self.metrics.setdefault(name, {"mode": metric_mode(name), "best": None, "best_step": None})
+            entry["final"], entry["final_step"] = v, step
+            better = (entry["best"] is None or not math.isfinite(entry["best"])
+                      or (v > entry["best"] if entry["mode"] == "max" else v < entry["best"]))
+            if math.isfinite(v) and better:
+                entry["best"], entry["best_step"] = v, step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+            self.record(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self.record(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.record(trainer)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.record(trainer)
+        self.status = "finished"
+        self.write(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.record(trainer)
+        self.write(trainer)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.record(trainer)
+        self.status = f"failed: {type(exception).__name__}: {exception}"
+        self.write(trainer)
+
+    # -------------------------------------------------------------------------------------- writing
+    def state_dict(self) -> dict:
+        return {"metrics": self.metrics}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.metrics = dict(state.get("metrics", {}))
+
+    def write(self, trainer: pl.Trainer | None = None) -> Path:
+        if trainer is not None and not trainer.is_global_zero:
+            return self.path
+        best_ckpt = None
+        if trainer is not None and trainer.checkpoint_callback is not None:
+            best_ckpt = getattr(trainer.checkpoint_callback, "best_model_path", None) or None
+        summary = {
+            "status": self.status,
+            **self.extra,
+            "global_step": trainer.global_step if trainer is not None else None,
+            "epoch": trainer.current_epoch if trainer is not None else None,
+            "best_checkpoint": best_ckpt,
+            "wall_time_s": round(time.time() - self.started, 2),
+            "metrics": {k: self.metrics[k] for k in sorted(self.metrics)},
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True))
+        tmp.replace(self.path)
+        return self.path

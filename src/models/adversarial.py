@@ -1,0 +1,147 @@
+"""What every two-player (adversarial) LightningModule shares: the players, their optimizers, one
+update per player or one joint game update, divergence checks and per-player logging.
+
+Subclasses define ``players`` (e.g. ``{"generator": G, "discriminator": D}``; player 0 is the one that
+minimises the game value in zero-sum games) and call :meth:`player_step` or :meth:`joint_step` from
+``training_step``. Nothing else in a subclass knows which optimizer it got.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Sequence
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from src.optim.factory import JOINT, PlayerOptimizers, build_optimizers
+from src.utils.errors import DivergenceError
+
+
+def grad_norm(params) -> Tensor:
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _is_finite(value: Tensor) -> bool:
+    return bool(torch.isfinite(value.detach()).all())
+
+
+class TwoPlayerModule(pl.LightningModule):
+    def __init__(self, optimizer: DictConfig | None, seed: int = 0, monitor: Mapping | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.optimizer_cfg = optimizer
+        self.seed = int(seed)
+        self.monitor = dict(monitor or {})
+        self._plan: PlayerOptimizers | None = None
+        # Training batches seen: with the seed, it fixes every random draw of a step, so resuming from a
+        # checkpoint continues bitwise-identically without saving global RNG states.
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    # ----------------------------------------------------------------------------------------- players
+    @property
+    def players(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def player_names(self) -> list[str]:
+        return list(self.players)
+
+    # -------------------------------------------------------------------------------------- optimizers
+    def plan_optimizers(self) -> PlayerOptimizers:
+        if self._plan is None:
+            self._plan = build_optimizers(self.optimizer_cfg, self.players)
+        return self._plan
+
+    @property
+    def joint(self) -> bool:
+        return self.plan_optimizers().joint
+
+    def configure_optimizers(self):
+        self._plan = None  # rebuild against the (possibly moved) parameters
+        plan = self.plan_optimizers()
+        names = list(plan.optimizers)
+        optimizers = [plan.optimizers[n] for n in names]
+        schedulers = [plan.schedulers[n] for n in names if n in plan.schedulers]
+        return (optimizers, schedulers) if schedulers else optimizers
+
+    def _index(self, name: str) -> int:
+        return list(self.plan_optimizers().optimizers).index(name)
+
+    def _lightning_optimizer(self, name: str):
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        return opts[self._index(name)]
+
+    def _step_scheduler(self, name: str) -> None:
+        if name in self.plan_optimizers().schedulers:
+            scheds = self.lr_schedulers()
+            scheds = scheds if isinstance(scheds, list) else [scheds]
+            scheds[list(self.plan_optimizers().schedulers).index(name)].step()
+
+    # ------------------------------------------------------------------------------------ randomness
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A generator seeded by (seed, batches seen, stream): the step's noise, independent of global
+        RNG state and therefore reproduced exactly after a resume."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed((self.seed * 1_000_003 + int(self.batches_seen) * 101 + stream) % (2**63 - 1))
+        return g
+
+    # ------------------------------------------------------------------------------------------ steps
+    def check_finite(self, losses: Mapping[str, Tensor]) -> None:
+        for name, value in losses.items():
+            if not _is_finite(value):
+                raise DivergenceError(
+                    f"non-finite {name} ({float(value.detach().float().mean())}) at step {self.global_step} "
+                    f"(batch {int(self.batches_seen)}); the step was not applied and the last checkpoint "
+                    "is intact. Lower the learning rate, change the loss or enable gradient clipping."
+                )
+
+    def player_step(self, name: str, loss: Tensor) -> None:
+        """One update of one player's own optimizer on its own loss."""
+        self.check_finite({f"{name} loss": loss})
+        opt = self._lightning_optimizer(name)
+        opt.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        params = list(self.players[name].parameters())
+        norm = grad_norm(params)
+        if not math.isfinite(float(norm)):
+            raise DivergenceError(f"non-finite {name} gradient at step {self.global_step}; the step was not applied")
+        self.log(f"grad_norm/{name}", norm, on_step=True, on_epoch=False)
+        opt.step()
+        self._step_scheduler(name)
+        self._log_optimizer(name, opt.optimizer)
+
+    def joint_step(self, closure: Callable[[], Sequence[Tensor]]) -> Sequence[Tensor]:
+        """One joint update of both players by a game optimizer; returns the losses it evaluated."""
+        names = self.player_names
+        evaluated: list[Sequence[Tensor]] = []
+
+        def checked_closure():
+            losses = closure()
+            self.check_finite({f"{n} loss": l for n, l in zip(names, losses)})
+            evaluated.append(losses)
+            return losses
+
+        opt = self._lightning_optimizer(JOINT)
+        opt.step(closure=checked_closure)
+        for name in names:
+            self.log(f"grad_norm/{name}", grad_norm(self.players[name].parameters()), on_step=True, on_epoch=False)
+        self._step_scheduler(JOINT)
+        self._log_optimizer(JOINT, opt.optimizer)
+        return evaluated[0]
+
+    def _log_optimizer(self, name: str, optimizer) -> None:
+        for group in optimizer.param_groups:
+            self.log(f"lr/{group.get('player', name)}", float(group["lr"]), on_step=True, on_epoch=False)
+        for key, value in getattr(optimizer, "stats", {}).items():
+            value = value.detach().float() if isinstance(value, Tensor) else float(value)
+            prefix = "optim" if name == JOINT else f"optim/{name}"
+            self.log(f"{prefix}/{key}", value, on_step=True, on_epoch=False)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        self.batches_seen += 1

@@ -1,0 +1,119 @@
+"""One run: build everything from the composed config, fit, validate, summarise.
+
+compose (Hydra) -> validate (schema) -> data module, LightningModule (networks, loss, optimizer plan),
+callbacks, loggers, trainer -> fit (exactly resumable) -> final validation -> summary.json.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from src.callbacks.run_config import ConfigInCheckpoint
+from src.callbacks.summary import RunSummary
+from src.utils.config import hydra_choices, hydra_overrides, resolved_container
+from src.utils.errors import ConfigError
+from src.utils.resume import check_checkpoint, read_run_info, resume_config, run_dir_of, write_run_info
+from src.utils.schema import validate_config
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    args = OmegaConf.to_container(cfg.dataset, resolve=True)
+    args.pop("meta", None)  # facts for other groups, not data module arguments
+    return hydra.utils.instantiate(args)
+
+
+def build_model(cfg: DictConfig) -> pl.LightningModule:
+    return hydra.utils.instantiate(cfg.model)
+
+
+def build_callbacks(cfg: DictConfig, summary_extra: dict, config: dict, choices: dict) -> list[pl.Callback]:
+    callbacks: list[pl.Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        if "_target_" not in node:
+            raise ConfigError(f"callbacks.{name}: needs a _target_")
+        kwargs = {"extra": summary_extra} if node._target_.endswith("RunSummary") else {}
+        callbacks.append(hydra.utils.instantiate(node, _convert_="all", **kwargs))
+    callbacks.append(ConfigInCheckpoint(config, choices, int(cfg.seed)))
+    return callbacks
+
+
+def _run_name(overrides: list[str]) -> str | None:
+    keep = [o for o in overrides if not o.startswith(("ckpt_path", "hydra", "paths."))]
+    return ",".join(keep)[:120] or None
+
+
+def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> list:
+    loggers = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        kwargs: dict[str, Any] = {}
+        if node._target_.endswith("WandbLogger"):
+            if node.get("name") is None:
+                kwargs["name"] = _run_name(overrides)
+            if resume_info.get("wandb_id"):
+                # continue the original wandb run
+                kwargs.update(id=resume_info["wandb_id"], resume="allow")
+        loggers.append(hydra.utils.instantiate(node, **kwargs))
+    return loggers
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train one run; returns the summary dict (also written to <output_dir>/summary.json)."""
+    choices, overrides = hydra_choices(), hydra_overrides()
+    resume_info: dict = {}
+    if cfg.get("ckpt_path"):
+        ckpt = check_checkpoint(cfg.ckpt_path)
+        cfg = resume_config(cfg, str(ckpt), overrides, choices)
+        resume_info = read_run_info(run_dir_of(ckpt))
+    validate_config(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = resolved_container(cfg)
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    model = build_model(cfg)
+    model.plan_optimizers() if hasattr(model, "plan_optimizers") else None  # optimizer config errors now
+    summary_extra = {"seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices,
+                     "overrides": overrides, "output_dir": str(output_dir.resolve()),
+                     "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None}
+    callbacks = build_callbacks(cfg, summary_extra, config, choices)
+    loggers = build_loggers(cfg, resume_info, overrides)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    info = {"seed": int(cfg.seed), "choices": choices, "overrides": overrides}
+    for lg in trainer.loggers:
+        if isinstance(lg, pl.loggers.WandbLogger) and trainer.is_global_zero:
+            info["wandb_id"] = lg.experiment.id
+            info["wandb_dir"] = str(Path(lg.experiment.dir).parent)
+        lg.log_hyperparams({"config": config, "choices": choices, "seed": int(cfg.seed)})
+    if trainer.is_global_zero:
+        write_run_info(output_dir, info)
+        OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+
+    summary = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
+    val_steps = {e.get("final_step") for k, e in summary.metrics.items() if k.startswith("val/")}
+    if cfg.get("validate_after_fit") and not trainer.fast_dev_run and trainer.global_step not in val_steps:
+        trainer.validate(model, datamodule=datamodule, verbose=False)
+        summary.record(trainer)
+    path = summary.write(trainer)
+    if trainer.is_global_zero:
+        log.info("summary: %s", path)
+    return {"summary_path": str(path), "output_dir": str(output_dir.resolve()), "metrics": summary.metrics,
+            "status": summary.status, "trainer": trainer, "model": model}
+
+
+os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -1,0 +1,17 @@
+"""Errors a user can act on. `src.run` prints them without a traceback and exits non-zero."""
+
+
+class UserError(Exception):
+    """A problem with the run's input that the user can fix (config, data, checkpoint)."""
+
+
+class ConfigError(UserError):
+    """A config value is unknown, of the wrong type or out of range."""
+
+
+class DataError(UserError):
+    """A dataset is missing, incomplete or corrupt."""
+
+
+class DivergenceError(UserError):
+    """Training produced a non-finite loss; the step was not applied."""
