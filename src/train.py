@@ -11,27 +11,43 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
 from src.utils.config import hydra_choices, hydra_overrides, resolved_container
-from src.utils.errors import ConfigError
+from src.utils.errors import ConfigError, UserError
 from src.utils.resume import check_checkpoint, read_run_info, resume_config, run_dir_of, write_run_info
 from src.utils.schema import validate_config
 
 log = logging.getLogger(__name__)
 
 
+def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with errors turned into ones that name the config key: a UserError
+    raised inside a constructor comes out as itself; anything else (an unknown argument, a wrong
+    _target_) as a ConfigError for `key`."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause: BaseException | None = err
+        while cause is not None:
+            if isinstance(cause, UserError):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise ConfigError(f"{key}: {err}") from err
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     args = OmegaConf.to_container(cfg.dataset, resolve=True)
     args.pop("meta", None)  # facts for other groups, not data module arguments
-    return hydra.utils.instantiate(args)
+    return instantiate(args, "dataset")
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
-    return hydra.utils.instantiate(cfg.model)
+    return instantiate(cfg.model, "model")
 
 
 def build_callbacks(cfg: DictConfig, summary_extra: dict, config: dict, choices: dict) -> list[pl.Callback]:
@@ -42,7 +58,7 @@ def build_callbacks(cfg: DictConfig, summary_extra: dict, config: dict, choices:
         if "_target_" not in node:
             raise ConfigError(f"callbacks.{name}: needs a _target_")
         kwargs = {"extra": summary_extra} if node._target_.endswith("RunSummary") else {}
-        callbacks.append(hydra.utils.instantiate(node, _convert_="all", **kwargs))
+        callbacks.append(instantiate(node, f"callbacks.{name}", _convert_="all", **kwargs))
     callbacks.append(ConfigInCheckpoint(config, choices, int(cfg.seed)))
     return callbacks
 
@@ -64,7 +80,7 @@ def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> l
             if resume_info.get("wandb_id"):
                 # continue the original wandb run
                 kwargs.update(id=resume_info["wandb_id"], resume="allow")
-        loggers.append(hydra.utils.instantiate(node, **kwargs))
+        loggers.append(instantiate(node, f"logger.{name}", **kwargs))
     return loggers
 
 
@@ -90,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                      "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None}
     callbacks = build_callbacks(cfg, summary_extra, config, choices)
     loggers = build_loggers(cfg, resume_info, overrides)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     info = {"seed": int(cfg.seed), "choices": choices, "overrides": overrides}
     for lg in trainer.loggers:

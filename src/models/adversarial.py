@@ -52,9 +52,15 @@ class TwoPlayerModule(pl.LightningModule):
         return list(self.players)
 
     # -------------------------------------------------------------------------------------- optimizers
+    def player_param_groups(self) -> dict[str, list[dict]]:
+        """Optional param groups per player, e.g. ``{"segmenter": [{"params": [...], "lr_mult": 10.0,
+        "group": "head"}]}`` for a head trained at 10x the learning rate (see src/optim/factory.py).
+        Default: none (one group per player)."""
+        return {}
+
     def plan_optimizers(self) -> PlayerOptimizers:
         if self._plan is None:
-            self._plan = build_optimizers(self.optimizer_cfg, self.players)
+            self._plan = build_optimizers(self.optimizer_cfg, self.players, param_groups=self.player_param_groups())
         return self._plan
 
     @property
@@ -110,7 +116,9 @@ class TwoPlayerModule(pl.LightningModule):
         params = list(self.players[name].parameters())
         norm = grad_norm(params)
         if not math.isfinite(float(norm)):
-            raise DivergenceError(f"non-finite {name} gradient at step {self.global_step}; the step was not applied")
+            raise DivergenceError(f"non-finite {name} gradient at step {self.global_step}; the step was not "
+                                  "applied and the last checkpoint is intact. Lower the learning rate or enable "
+                                  "gradient clipping.")
         self.log(f"grad_norm/{name}", norm, on_step=True, on_epoch=False)
         opt.step()
         self._step_scheduler(name)
@@ -137,7 +145,8 @@ class TwoPlayerModule(pl.LightningModule):
 
     def _log_optimizer(self, name: str, optimizer) -> None:
         for group in optimizer.param_groups:
-            self.log(f"lr/{group.get('player', name)}", float(group["lr"]), on_step=True, on_epoch=False)
+            suffix = f"/{group['group']}" if group.get("group") else ""
+            self.log(f"lr/{group.get('player', name)}{suffix}", float(group["lr"]), on_step=True, on_epoch=False)
         for key, value in getattr(optimizer, "stats", {}).items():
             value = value.detach().float() if isinstance(value, Tensor) else float(value)
             prefix = "optim" if name == JOINT else f"optim/{name}"

@@ -1,0 +1,64 @@
+"""Test helpers: run the CLI as a user would, compose configs as the CLI does."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a new user: no wandb account, no data dir, offline."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "DATA_DIR", "OUTPUT_DIR"))}
+    env.update({"PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"})
+    env.update(extra)
+    return env
+
+
+class RunResult:
+    def __init__(self, proc: subprocess.CompletedProcess, run_dir: Path):
+        self.proc, self.run_dir = proc, run_dir
+        self.returncode, self.stdout, self.stderr = proc.returncode, proc.stdout, proc.stderr
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    @property
+    def summary(self) -> dict:
+        return json.loads((self.run_dir / "summary.json").read_text())
+
+    def metric(self, name: str, which: str = "final") -> float:
+        return self.summary["metrics"][name][which]
+
+
+def run_cli(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 600,
+            module: str = "src.run", cwd: Path = ROOT) -> RunResult:
+    """`python -m src.run ARGS hydra.run.dir=RUN_DIR` in a fresh process."""
+    cmd = [sys.executable, "-m", module, *args, f"hydra.run.dir={run_dir}"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
+    return RunResult(proc, Path(run_dir))
+
+
+def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/advtrain-test"):
+    """The config `python -m src.run OVERRIDES` would get, with paths.output_dir set to `output_dir`
+    and the Hydra node removed (so it resolves outside a Hydra run)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import open_dict
+
+    from src.utils.config import register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
