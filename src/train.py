@@ -99,6 +99,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
+    if hasattr(datamodule, "check"):
+        datamodule.check()  # missing or corrupt data fails here, before loggers start
     model = build_model(cfg)
     model.plan_optimizers() if hasattr(model, "plan_optimizers") else None  # optimizer config errors now
     summary_extra = {"seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices,

@@ -37,7 +37,7 @@ def test_every_preset_runs_fast_dev_run(experiment, cli):
 
 def test_default_run_leaves_everything_in_its_output_dir(cli):
     """Config + choices + overrides, checkpoints (last, best), sample PNGs, CSV, wandb (offline), summary."""
-    result = cli("trainer.max_epochs=2", "+trainer.limit_train_batches=8", "trainer.limit_val_batches=1")
+    result = cli("trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.limit_val_batches=1")
     assert result.returncode == 0, result.output[-3000:]
     d = result.run_dir
     assert (d / ".hydra" / "config.yaml").is_file() and (d / ".hydra" / "overrides.yaml").is_file()

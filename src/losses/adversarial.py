@@ -59,6 +59,8 @@ class NonSaturating(Minimax):
     def generator(self, fake):
         return F.softplus(-fake).mean()
 
+    value = AdversarialLoss.value
+
 
 class Wasserstein(AdversarialLoss):
     """WGAN critic loss, f = E D(x) - E D(G(z)), with no penalty or clipping (as used by ACGD)."""
@@ -80,6 +82,7 @@ class WassersteinGP(Wasserstein):
     non-zero-sum."""
 
     name, zero_sum, gradient_penalty = "wgan_gp", False, True
+    value = AdversarialLoss.value
 
 
 class Hinge(AdversarialLoss):

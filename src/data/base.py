@@ -1,0 +1,65 @@
+"""The base data module for datasets held as tensors or map-style datasets: seeded, resumable
+training order sharded across processes, fixed validation data."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from src.data.sampling import ResumableBatchSampler, ResumableDataLoader
+
+
+class ResumableDataModule(pl.LightningDataModule):
+    """Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set`` and declare
+    ``shape`` (the shape of one sample)."""
+
+    shape: Sequence[int] = ()
+    #: the batch sampler of training loaders (a subclass may e.g. tag each index with the epoch)
+    train_batch_sampler_cls: type[ResumableBatchSampler] = ResumableBatchSampler
+    #: the collate function of every loader; None: PyTorch's default
+    collate_fn: Callable | None = None
+
+    def __init__(self, batch_size: int = 64, val_batch_size: int | None = None, num_workers: int = 0,
+                 seed: int = 0, shuffle: bool = True, pin_memory: bool = False):
+        super().__init__()
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.num_workers, self.seed, self.shuffle, self.pin_memory = num_workers, seed, shuffle, pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def _progress(self) -> int:
+        trainer = self.trainer
+        if trainer is None:
+            return 0
+        # Batches of the current epoch whose training step has finished (checkpoints are written after
+        # the step, in on_train_batch_end, before Lightning counts the batch as completed).
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _train_loader(self, dataset: Dataset, seed_offset: int = 0) -> DataLoader:
+        """A seeded, resumable, sharded training loader over `dataset`. A second training loader of the
+        same run (e.g. over unlabeled data) passes its own `seed_offset` so that its order differs."""
+        rank, world = self._rank()
+        sampler = self.train_batch_sampler_cls(len(dataset), self.batch_size, shuffle=self.shuffle,
+                                               seed=self.seed + seed_offset, drop_last=True, rank=rank,
+                                               world_size=world)
+        return ResumableDataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                   pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                                   collate_fn=self.collate_fn, progress=self._progress)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._train_loader(self.train_set)
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        sampler = ResumableBatchSampler(len(self.val_set), self.val_batch_size, shuffle=False, drop_last=False,
+                                        rank=rank, world_size=world)
+        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, collate_fn=self.collate_fn)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

@@ -1,0 +1,60 @@
+"""Exact resume: 2N steps in one go == N steps + resume + N steps, bitwise on CPU."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+FAST = ("trainer.limit_val_batches=1", "model.num_eval_samples=100", "trainer.enable_progress_bar=false")
+
+
+def _weights(run_dir):
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt
+
+
+def _assert_same(a, b):
+    sa, sb = a["state_dict"], b["state_dict"]
+    assert sa.keys() == sb.keys()
+    diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert not diff, f"weights differ after resume: {diff[:5]}"
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
+        for pa, pb in zip(oa["state"].values(), ob["state"].values()):
+            for key in pa:
+                if isinstance(pa[key], torch.Tensor):
+                    assert torch.equal(pa[key], pb[key]), f"optimizer state {key} differs"
+
+
+def test_dcgan_resume_mid_epoch_is_bitwise_identical_and_keeps_config_and_wandb_run(cli):
+    # 2N = 30 optimizer steps = 15 batches, stopping mid-epoch; the run uses a non-default loss and
+    # the resumed command does not repeat it: the original config comes back with the checkpoint.
+    common = ("model.loss=hinge", "trainer.max_epochs=-1", *FAST)
+    full = cli(*common, "trainer.max_steps=30")
+    half = cli(*common, "trainer.max_steps=14")
+    assert full.returncode == 0 and half.returncode == 0, full.output[-2000:] + half.output[-2000:]
+    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=30")
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    _assert_same(_weights(full.run_dir), _weights(resumed.run_dir))
+    assert _weights(resumed.run_dir)["global_step"] == 30
+    assert resumed.summary["resumed_from"].endswith("last.ckpt")
+    assert "loss: hinge" in (resumed.run_dir / "config_resolved.yaml").read_text()
+    original = json.loads((half.run_dir / "run.json").read_text())["wandb_id"]
+    assert json.loads((resumed.run_dir / "run.json").read_text())["wandb_id"] == original
+
+
+def test_mixture_resume_across_an_epoch_boundary(cli):
+    common = ("+experiment=mlp_grid25", "dataset.num_train=2560", "logger=csv", "trainer.max_epochs=-1", *FAST)
+    # 10 batches per epoch: stop after 13 batches (26 steps), resume to 34 batches (68 steps).
+    full = cli(*common, "trainer.max_steps=68")
+    half = cli(*common, "trainer.max_steps=26")
+    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=68")
+    assert full.returncode == half.returncode == resumed.returncode == 0, resumed.output[-3000:]
+    _assert_same(_weights(full.run_dir), _weights(resumed.run_dir))
+
+
+def test_resume_refuses_to_change_a_config_group(cli):
+    half = cli("+experiment=mlp_ring8", "logger=csv", "trainer.max_steps=4", *FAST)
+    assert half.returncode == 0
+    bad = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "optimizer=sgd", "logger=csv")
+    assert bad.returncode == 2 and "optimizer=sgd" in bad.stderr
