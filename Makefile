@@ -19,7 +19,7 @@ run: install  ## the default experiment: DCGAN on real digits, offline (ARGS="..
 	$(PY) -m src.run $(ARGS)
 
 test: install  ## the whole suite, as CI runs it
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test-fast: install  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

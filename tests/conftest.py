@@ -1,11 +1,18 @@
 """Shared fixtures (helpers live in tests/helpers.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import RunResult, run_cli
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one torch thread per test process: `-n 2` on 2 cores must not oversubscribe them
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
