@@ -1,7 +1,12 @@
 """Entry point: `python -m src.run [+experiment=NAME] [group=option ...] [key=value ...]`, and
-`python -m src.run -m ...` for sweeps. See README.md."""
+`python -m src.run -m ...` for sweeps. See README.md.
+
+In a sweep, a job that fails (bad config, missing data, divergence, a crash) is recorded as failed in its
+own summary.json and returns NaN (Optuna marks the trial failed), and the sweep goes on."""
 from __future__ import annotations
 
+import logging
+import math
 import sys
 
 from src.utils.env import load_environment
@@ -12,26 +17,49 @@ import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from src.utils.config import register_resolvers  # noqa: E402
-from src.utils.errors import UserError  # noqa: E402
+from src.utils.errors import RunInterrupted, UserError  # noqa: E402
 
 register_resolvers()
+log = logging.getLogger("src.run")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def objective(cfg: DictConfig, metrics: dict) -> float:
+    """The value a sweeper optimises: the best value of the model's monitored metric (NaN if absent)."""
+    monitor = cfg.model.get("monitor") or {}
+    value = metrics.get(monitor.get("metric", ""), {}).get("best")
+    return float(value) if value is not None and math.isfinite(value) else float("nan")
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> float | None:
-    from src.train import train
+def main(cfg: DictConfig) -> float:
+    from src.train import record_failure, train
 
+    multirun = _is_multirun()
     try:
         result = train(cfg)
     except UserError as err:
+        record_failure(cfg, err)
+        if multirun and not isinstance(err, RunInterrupted):
+            log.error("job failed: %s", err)
+            return float("nan")
         print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(f"\nrun finished ({result['status']}); outputs in: {result['output_dir']}")
+        sys.exit(getattr(err, "exit_code", 2))
+    except Exception as err:
+        record_failure(cfg, err)
+        if multirun:  # one crashed job must not end the sweep
+            log.exception("job crashed")
+            return float("nan")
+        raise
+    print(f"\nrun {result['status']}; outputs in: {result['output_dir']}")
     print(f"summary: {result['summary_path']}")
-    # For sweepers (Optuna): the value of the monitored metric, if any.
-    monitor = cfg.model.get("monitor") or {}
-    entry = result["metrics"].get(monitor.get("metric", ""), {})
-    return entry.get("best")
+    return objective(cfg, result["metrics"])
 
 
 if __name__ == "__main__":

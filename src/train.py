@@ -5,6 +5,7 @@ callbacks, loggers, trainer -> fit (exactly resumable) -> final validation -> su
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import hydra
 from hydra.errors import InstantiationException
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
@@ -84,10 +85,46 @@ def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> l
     return loggers
 
 
+def previous_attempt(output_dir: Path, overrides: list[str]) -> tuple[str, Any] | None:
+    """What an earlier attempt of this same job left in its output directory (a re-run sweep writes
+    each job to the same directory): ("finished", summary) or ("interrupted", last checkpoint)."""
+    info = read_run_info(output_dir)
+    if not info or sorted(info.get("overrides", [])) != sorted(overrides):
+        return None
+    summary_path = output_dir / "summary.json"
+    if summary_path.is_file():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("status") == "finished":
+            return "finished", summary
+    last = output_dir / "checkpoints" / "last.ckpt"
+    return ("interrupted", last) if last.is_file() else None
+
+
+def record_failure(cfg: DictConfig, error: BaseException) -> None:
+    """Write summary.json for a run that failed before its trainer could (config or data errors)."""
+    try:
+        path = Path(cfg.paths.output_dir) / "summary.json"
+        if not path.is_file():
+            RunSummary(str(path), extra={"seed": cfg.get("seed"), "choices": hydra_choices(),
+                                         "overrides": hydra_overrides()}).write_failed(error)
+    except Exception:  # noqa: BLE001 - never mask the original error
+        pass
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one run; returns the summary dict (also written to <output_dir>/summary.json)."""
     choices, overrides = hydra_choices(), hydra_overrides()
     resume_info: dict = {}
+    attempt = previous_attempt(Path(cfg.paths.output_dir), overrides) if not cfg.get("ckpt_path") else None
+    if attempt and attempt[0] == "finished":
+        log.info("this job already finished in %s: skipped", cfg.paths.output_dir)
+        summary = attempt[1]
+        return {"summary_path": str(Path(cfg.paths.output_dir) / "summary.json"), "metrics": summary["metrics"],
+                "output_dir": summary.get("output_dir"), "status": "finished (skipped: done before)"}
+    if attempt and attempt[0] == "interrupted":
+        log.info("resuming this job from %s", attempt[1])
+        with open_dict(cfg):
+            cfg.ckpt_path = str(attempt[1])
     if cfg.get("ckpt_path"):
         ckpt = check_checkpoint(cfg.ckpt_path)
         cfg = resume_config(cfg, str(ckpt), overrides, choices)

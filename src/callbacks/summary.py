@@ -32,6 +32,16 @@ def _scalar(value: Any) -> float | None:
     return None
 
 
+def metric_protocols(trainer: pl.Trainer | None) -> dict[str, dict]:
+    """{name: protocol} of the model's sample metrics (``pl_module.metrics``) that describe how their last
+    numbers were made (a ``protocol`` dict: backbone and checkpoint hash, sample counts, resizing)."""
+    module = getattr(getattr(trainer, "strategy", None), "lightning_module", None) if trainer is not None else None
+    metrics = getattr(module, "metrics", None)
+    if not hasattr(metrics, "items"):
+        return {}
+    return {name: dict(m.protocol) for name, m in metrics.items() if getattr(m, "protocol", None)}
+
+
 class RunSummary(pl.Callback):
     def __init__(self, path: str, extra: dict | None = None):
         self.path = Path(path)
@@ -76,7 +86,10 @@ class RunSummary(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.record(trainer)
-        self.status = f"failed: {type(exception).__name__}: {exception}"
+        from src.utils.errors import RunInterrupted
+
+        kind = "interrupted" if isinstance(exception, RunInterrupted) else "failed"
+        self.status = f"{kind}: {type(exception).__name__}: {exception}"
         self.write(trainer)
 
     # -------------------------------------------------------------------------------------- writing
@@ -85,6 +98,10 @@ class RunSummary(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.metrics = dict(state.get("metrics", {}))
+
+    def write_failed(self, error: BaseException) -> Path:
+        self.status = f"failed: {type(error).__name__}: {error}"
+        return self.write()
 
     def write(self, trainer: pl.Trainer | None = None) -> Path:
         if trainer is not None and not trainer.is_global_zero:
@@ -101,6 +118,10 @@ class RunSummary(pl.Callback):
             "wall_time_s": round(time.time() - self.started, 2),
             "metrics": {k: self.metrics[k] for k in sorted(self.metrics)},
         }
+        protocols = metric_protocols(trainer)
+        self.protocols = protocols or getattr(self, "protocols", {})
+        if self.protocols:  # how the sample metrics (FID, KID, IS) were measured, beside their numbers
+            summary["metric_protocols"] = self.protocols
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True))

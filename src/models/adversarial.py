@@ -38,8 +38,8 @@ class TwoPlayerModule(pl.LightningModule):
         self.seed = int(seed)
         self.monitor = dict(monitor or {})
         self._plan: PlayerOptimizers | None = None
-        # Training batches seen: with the seed, it fixes every random draw of a step, so resuming from a
-        # checkpoint continues bitwise-identically without saving global RNG states.
+        # Training batches started (the current one included): with the seed, it fixes every random draw
+        # of a step, so resuming from a checkpoint continues bitwise-identically without global RNG state.
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
 
     # ----------------------------------------------------------------------------------------- players
@@ -152,5 +152,7 @@ class TwoPlayerModule(pl.LightningModule):
             prefix = "optim" if name == JOINT else f"optim/{name}"
             self.log(f"{prefix}/{key}", value, on_step=True, on_epoch=False)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Counted at the start of the batch, so that a checkpoint written during the batch's
+        # on_train_batch_end hooks (callbacks run before this module's) already includes it.
         self.batches_seen += 1

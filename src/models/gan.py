@@ -100,7 +100,7 @@ class GAN(TwoPlayerModule):
         self.player_step("discriminator", d_loss)
         self._log_train(d_loss=d_loss, real_logits=real_logits, fake_logits=fake_logits)
         # Generator: every n_critic-th batch, on fresh noise.
-        if (int(self.batches_seen) + 1) % self.n_critic == 0:
+        if int(self.batches_seen) % self.n_critic == 0:
             g_loss = self.loss.generator(self.discriminator(self.generator(self.noise(n, self.step_generator(1)))))
             self.player_step("generator", g_loss)
             self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True)

@@ -15,3 +15,11 @@ class DataError(UserError):
 
 class DivergenceError(UserError):
     """Training produced a non-finite loss; the step was not applied."""
+
+
+class RunInterrupted(UserError):
+    """A signal stopped the run after saving a checkpoint; exit with 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code

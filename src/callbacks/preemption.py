@@ -1,0 +1,58 @@
+"""Graceful stop on SIGTERM / SIGINT (a scheduler's preemption, a Ctrl-C): the current training step
+finishes, `last.ckpt` is written, summary.json says "interrupted", and the process exits with
+128 + the signal number. `python -m src.run ckpt_path=<run>/checkpoints/last.ckpt` (or re-running
+the same sweep) then continues to the same final weights as an uninterrupted run, bitwise on CPU."""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Sequence
+
+import pytorch_lightning as pl
+
+from src.utils.errors import RunInterrupted
+
+
+class GracefulShutdown(pl.Callback):
+    def __init__(self, dirpath: str, signals: Sequence[str] = ("SIGTERM", "SIGINT")):
+        self.dirpath = Path(dirpath)
+        self.signals = [getattr(signal, name) for name in signals]
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.received = signum
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._handler)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received is None:
+            return
+        # all processes stop together: any rank that got the signal stops every rank
+        stop = trainer.strategy.reduce_boolean_decision(True, all=False)
+        if not stop:
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path)
+        name = signal.Signals(self.received).name
+        raise RunInterrupted(f"{name} received at step {trainer.global_step}: saved {path}; resume with "
+                             f"`python -m src.run ckpt_path={path}`", exit_code=128 + int(self.received))

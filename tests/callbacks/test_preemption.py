@@ -1,0 +1,42 @@
+"""SIGTERM mid-run writes a checkpoint; resuming from it reaches the uninterrupted run's weights."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, clean_env
+
+ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=120", "trainer.limit_val_batches=1",
+        "model.num_eval_samples=50", "trainer.enable_progress_bar=false", "model.metrics={}"]
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(cli, tmp_path):
+    full = cli(*ARGS)
+    assert full.returncode == 0, full.output[-3000:]
+
+    run_dir = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "src.run", *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
+                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:] + err[-3000:]
+    assert "SIGTERM received" in err
+    step = torch.load(ckpt, weights_only=True)["global_step"]
+    assert 0 < step < 120
+
+    resumed = cli(f"ckpt_path={ckpt}")
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    a = torch.load(full.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
