@@ -57,8 +57,9 @@ def main(cfg: DictConfig) -> float:
             log.exception("job crashed")
             return float("nan")
         raise
-    print(f"\nrun {result['status']}; outputs in: {result['output_dir']}")
-    print(f"summary: {result['summary_path']}")
+    if result.get("is_global_zero", True):
+        print(f"\nrun {result['status']}; outputs in: {result['output_dir']}")
+        print(f"summary: {result['summary_path']}")
     return objective(cfg, result["metrics"])
 
 

@@ -69,6 +69,16 @@ def _run_name(overrides: list[str]) -> str | None:
     return ",".join(keep)[:120] or None
 
 
+def _sweep_name() -> str | None:
+    """The sweep directory's name in a multirun (e.g. 2026-11-23_22-04-55-571980_2843), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(str(HydraConfig.get().sweep.dir)).name or None
+
+
 def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> list:
     loggers = []
     for name, node in (cfg.get("logger") or {}).items():
@@ -78,6 +88,9 @@ def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> l
         if node._target_.endswith("WandbLogger"):
             if node.get("name") is None:
                 kwargs["name"] = _run_name(overrides)
+            sweep = _sweep_name()
+            if sweep is not None:  # the jobs of one sweep form one wandb group: <group>/<sweep dir name>
+                kwargs["group"] = f"{node.get('group') or cfg.task_name}/{sweep}"
             if resume_info.get("wandb_id"):
                 # continue the original wandb run
                 kwargs.update(id=resume_info["wandb_id"], resume="allow")
@@ -168,7 +181,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         log.info("summary: %s", path)
     return {"summary_path": str(path), "output_dir": str(output_dir.resolve()), "metrics": summary.metrics,
-            "status": summary.status, "trainer": trainer, "model": model}
+            "status": summary.status, "trainer": trainer, "model": model, "is_global_zero": trainer.is_global_zero}
 
 
 os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

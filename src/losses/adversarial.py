@@ -114,10 +114,13 @@ def get_adversarial_loss(name: str, key: str = "model.loss") -> AdversarialLoss:
     return LOSSES[choose(name, LOSSES, key)]()
 
 
-def gradient_penalty(discriminator, real: Tensor, fake: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """E[(|grad_x D(x_hat)| - 1)^2] on random interpolates x_hat (Gulrajani et al. 2017)."""
-    shape = (real.shape[0],) + (1,) * (real.dim() - 1)
-    eps = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
+def gradient_penalty(discriminator, real: Tensor, fake: Tensor, eps: Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """E[(|grad_x D(x_hat)| - 1)^2] on interpolates x_hat = eps x + (1 - eps) G(z), eps ~ U[0, 1] per
+    sample (Gulrajani et al. 2017); `eps` may be given (shape (N, 1, ...))."""
+    if eps is None:
+        shape = (real.shape[0],) + (1,) * (real.dim() - 1)
+        eps = torch.rand(shape, device=real.device, dtype=real.dtype, generator=generator)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     out = discriminator(x_hat)
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from src.optim.base import distributed_mean_
 from src.optim.factory import JOINT, PlayerOptimizers, build_optimizers
 from src.utils.errors import DivergenceError
 
@@ -97,6 +98,15 @@ class TwoPlayerModule(pl.LightningModule):
         g.manual_seed((self.seed * 1_000_003 + int(self.batches_seen) * 101 + stream) % (2**63 - 1))
         return g
 
+    def step_randn(self, n: int, *shape: int, stream: int = 0, uniform: bool = False) -> Tensor:
+        """This process's `n` rows of the step's random draw for the whole global batch: the draw is
+        the same whatever the number of processes, so 2 processes with batch b see exactly the rows
+        1 process with batch 2b sees (DDP equivalence)."""
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self._trainer is not None else (0, 1)
+        draw = torch.rand if uniform else torch.randn
+        rows = draw(n * world, *shape, device=self.device, generator=self.step_generator(stream))
+        return rows[rank * n:(rank + 1) * n]
+
     # ------------------------------------------------------------------------------------------ steps
     def check_finite(self, losses: Mapping[str, Tensor]) -> None:
         for name, value in losses.items():
@@ -114,6 +124,7 @@ class TwoPlayerModule(pl.LightningModule):
         opt.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = list(self.players[name].parameters())
+        distributed_mean_([p.grad for p in params if p.grad is not None])
         norm = grad_norm(params)
         if not math.isfinite(float(norm)):
             raise DivergenceError(f"non-finite {name} gradient at step {self.global_step}; the step was not "
@@ -152,7 +163,17 @@ class TwoPlayerModule(pl.LightningModule):
             prefix = "optim" if name == JOINT else f"optim/{name}"
             self.log(f"{prefix}/{key}", value, on_step=True, on_epoch=False)
 
+    def _bypass_ddp_reducer(self) -> None:
+        """Under DDP, two players step from separate backward passes in one forward, which DDP's
+        reducer (one backward per forward, every parameter used) cannot follow. So the reducer is
+        switched off and each player's gradients are averaged explicitly across processes right after
+        its backward (game optimizers average their own gradients and Hessian-vector products)."""
+        model = self._trainer.model if self._trainer is not None else None
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model.require_backward_grad_sync = False
+
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        self._bypass_ddp_reducer()
         # Counted at the start of the batch, so that a checkpoint written during the batch's
         # on_train_batch_end hooks (callbacks run before this module's) already includes it.
         self.batches_seen += 1

@@ -62,8 +62,9 @@ class GAN(TwoPlayerModule):
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+    def noise(self, n: int, stream: int = 0) -> Tensor:
+        """The step's latent codes for this process's share of the global batch."""
+        return self.step_randn(n, self.latent_dim, stream=stream)
 
     @torch.no_grad()
     def sample_fixed(self, n: int | None = None) -> Tensor:
@@ -78,11 +79,15 @@ class GAN(TwoPlayerModule):
     def _real(self, batch) -> Tensor:
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor, rng: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    def penalty(self, real: Tensor, fake: Tensor) -> Tensor:
+        eps = self.step_randn(real.shape[0], *([1] * (real.dim() - 1)), stream=2, uniform=True)
+        return gradient_penalty(self.discriminator, real, fake, eps=eps)
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
         loss = self.loss.discriminator(real_logits, fake_logits)
         if self.loss.gradient_penalty and self.gp_weight > 0:
-            gp = gradient_penalty(self.discriminator, real, fake, generator=rng)
+            gp = self.penalty(real, fake)
             self.log("train/gradient_penalty", gp.detach(), on_step=True, on_epoch=False)
             loss = loss + self.gp_weight * gp
         return loss, real_logits, fake_logits
@@ -94,20 +99,18 @@ class GAN(TwoPlayerModule):
             self._joint_training_step(real)
             return
         # Discriminator: every batch. The generator's output is detached while D trains.
-        rng = self.step_generator()
-        fake = self.generator(self.noise(n, rng)).detach()
-        d_loss, real_logits, fake_logits = self.discriminator_loss(real, fake, rng)
+        fake = self.generator(self.noise(n)).detach()
+        d_loss, real_logits, fake_logits = self.discriminator_loss(real, fake)
         self.player_step("discriminator", d_loss)
         self._log_train(d_loss=d_loss, real_logits=real_logits, fake_logits=fake_logits)
         # Generator: every n_critic-th batch, on fresh noise.
         if int(self.batches_seen) % self.n_critic == 0:
-            g_loss = self.loss.generator(self.discriminator(self.generator(self.noise(n, self.step_generator(1)))))
+            g_loss = self.loss.generator(self.discriminator(self.generator(self.noise(n, stream=1))))
             self.player_step("generator", g_loss)
             self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
 
     def _joint_training_step(self, real: Tensor) -> None:
-        z = self.noise(real.shape[0], self.step_generator())
-        rng = self.step_generator(2)
+        z = self.noise(real.shape[0])
         zero_sum = getattr(self.plan_optimizers().optimizers["joint"], "requires_zero_sum", False)
         cache: dict[str, Tensor] = {}
 
@@ -120,7 +123,7 @@ class GAN(TwoPlayerModule):
                 return f, -f
             d_loss = self.loss.discriminator(real_logits, fake_logits)
             if self.loss.gradient_penalty and self.gp_weight > 0:
-                d_loss = d_loss + self.gp_weight * gradient_penalty(self.discriminator, real, fake, generator=rng)
+                d_loss = d_loss + self.gp_weight * self.penalty(real, fake)
             return self.loss.generator(fake_logits), d_loss
 
         g_loss, d_loss = self.joint_step(closure)

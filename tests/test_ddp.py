@@ -1,0 +1,32 @@
+"""2 processes on CPU (gloo) give the same parameters as 1 process with the same global batch."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+COMMON = ("+experiment=mlp_ring8", "logger=csv", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
+          "trainer.enable_progress_bar=false", "dataset.num_train=5120", "callbacks.samples=null")
+
+CASES = {
+    # eps large enough that float-level differences in near-zero gradients are not amplified to +-lr
+    "adam": ("optimizer=adam", "+optimizer.optimizer.eps=1e-3", "trainer.max_steps=16"),
+    "ncg": ("optimizer=ncg", "trainer.max_steps=16"),
+    "acgd": ("optimizer=acgd", "model.loss=wgan", "trainer.max_steps=8"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_match_one_process_with_the_same_global_batch(case, cli):
+    if case == "acgd":
+        pytest.importorskip("src.optim.acgd")
+    one = cli(*COMMON, *CASES[case], "dataset.batch_size=128")
+    two = cli(*COMMON, *CASES[case], "dataset.batch_size=64", "trainer=ddp_cpu")
+    assert one.returncode == 0, one.output[-3000:]
+    assert two.returncode == 0, two.output[-3000:]
+    a = torch.load(one.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(two.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"]
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=1e-4, atol=1e-5, msg=f"{case}: {k} differs")
+    assert two.stdout.count("outputs in:") == 1, "only rank 0 reports"
