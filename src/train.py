@@ -91,6 +91,10 @@ def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> l
             sweep = _sweep_name()
             if sweep is not None:  # the jobs of one sweep form one wandb group: <group>/<sweep dir name>
                 kwargs["group"] = f"{node.get('group') or cfg.task_name}/{sweep}"
+                import wandb
+
+                if wandb.run is not None:  # the previous job of this sweep process left its run open:
+                    wandb.finish()         # close it, or WandbLogger would log this job into it
             if resume_info.get("wandb_id"):
                 # continue the original wandb run
                 kwargs.update(id=resume_info["wandb_id"], resume="allow")
