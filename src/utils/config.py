@@ -13,7 +13,7 @@ def register_resolvers() -> None:
     """`${run_suffix:}`: a per-process suffix (pid) that keeps output directories of runs started in
     the same microsecond apart."""
     if not OmegaConf.has_resolver("run_suffix"):
-        OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}")
+        OmegaConf.register_new_resolver("run_suffix", lambda: f"{os.getpid()}", use_cache=True)
 
 
 def hydra_choices() -> dict[str, Any]:
