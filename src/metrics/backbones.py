@@ -468,6 +468,9 @@ def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, 
             datamodule = _instantiate(dm_cfg)
             if hasattr(datamodule, "check"):
                 datamodule.check()
+            datamodule.setup("fit")
+            # a small dataset (a test fixture, a subset) still trains: no batch larger than the data
+            datamodule.batch_size = max(1, min(datamodule.batch_size, len(datamodule.train_set)))
             net = _instantiate(preset.network)
             model = Classifier(network=net, num_classes=preset.num_classes, save_confusion=False, seed=seed,
                                optimizer={"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True,
