@@ -56,11 +56,16 @@ class SampleGrid(pl.Callback):
 
     @staticmethod
     def _log_image(trainer: pl.Trainer, path: Path, step: int) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="samples", images=[str(path)], step=step)
-            elif isinstance(logger, TensorBoardLogger):
-                from PIL import Image
+        log_image_file(trainer, path, "samples", step)
 
-                array = np.asarray(Image.open(path).convert("RGB"))
-                logger.experiment.add_image("samples", torch.from_numpy(array).permute(2, 0, 1), step)
+
+def log_image_file(trainer: pl.Trainer, path: Path, key: str, step: int) -> None:
+    """Send a saved PNG to every image-capable logger (wandb, TensorBoard) under `key`."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            from PIL import Image
+
+            array = np.asarray(Image.open(path).convert("RGB"))
+            logger.experiment.add_image(key, torch.from_numpy(array).permute(2, 0, 1), step)

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger  # noqa: E402
+
+from src.callbacks.samples import log_image_file  # noqa: E402
 
 
 def palette(num_classes: int) -> np.ndarray:
@@ -125,14 +126,7 @@ class SegmentationOverlays(pl.Callback):
 
     @staticmethod
     def _log_image(trainer: pl.Trainer, path: Path, step: int) -> None:
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key="overlays", images=[str(path)], step=step)
-            elif isinstance(logger, TensorBoardLogger):
-                from PIL import Image
-
-                array = np.asarray(Image.open(path).convert("RGB"))
-                logger.experiment.add_image("overlays", torch.from_numpy(array).permute(2, 0, 1), step)
+        log_image_file(trainer, path, "overlays", step)
 
 
 def _pad_list(images, targets, preds, confs, pl_module):

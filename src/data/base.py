@@ -63,3 +63,17 @@ class ResumableDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+
+def save_labeled_ids(save_dir, ids, rank: int = 0) -> None:
+    """Write the ids of a run's labeled subset to <save_dir>/labeled_ids.txt (rank 0, atomically)."""
+    if save_dir is None or rank != 0:
+        return
+    import os
+    from pathlib import Path
+
+    directory = Path(save_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".labeled_ids.txt.{os.getpid()}"
+    tmp.write_text("".join(f"{i}\n" for i in ids))
+    tmp.replace(directory / "labeled_ids.txt")

@@ -20,12 +20,10 @@ plus ``num_labels``, ``labels_seed``, ``unlabeled``, ``save_dir``).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch.utils.data import Dataset, Subset
 
+from src.data.base import save_labeled_ids
 from src.data.cifar10 import CIFAR10DataModule
 from src.data.digits import DigitsDataModule
 from src.data.mnist import FashionMNISTDataModule, MNISTDataModule
@@ -120,13 +118,7 @@ class LabeledSubsetMixin:
         self._save_ids()
 
     def _save_ids(self) -> None:
-        if self.save_dir is None or self._rank()[0] != 0:
-            return
-        directory = Path(self.save_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".labeled_ids.txt.{os.getpid()}"
-        tmp.write_text("".join(f"{i}\n" for i in self.labeled_ids))
-        tmp.replace(directory / "labeled_ids.txt")
+        save_labeled_ids(self.save_dir, self.labeled_ids, self._rank()[0])
 
     def train_dataloader(self):
         if self.num_labels is None or not self.unlabeled:

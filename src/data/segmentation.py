@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from src.data.base import ResumableDataModule
+from src.data.base import ResumableDataModule, save_labeled_ids
 from src.data.sampling import ResumableBatchSampler
 from src.data.transforms import IGNORE_INDEX, JointTransform, build_transform, resize_pair, sample_generator
 from src.utils.errors import DataError
@@ -383,13 +383,7 @@ class SegmentationDataModule(ResumableDataModule):
         self._save_ids()
 
     def _save_ids(self) -> None:
-        if self.save_dir is None or self._rank()[0] != 0:
-            return
-        directory = Path(self.save_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".labeled_ids.txt.{os.getpid()}"
-        tmp.write_text("".join(f"{i}\n" for i in self.labeled_ids))
-        tmp.replace(directory / "labeled_ids.txt")
+        save_labeled_ids(self.save_dir, self.labeled_ids, self._rank()[0])
 
     # loaders ---------------------------------------------------------------------------------------
     def train_dataloader(self):
