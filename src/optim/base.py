@@ -71,3 +71,13 @@ def distributed_mean_(tensors: Sequence[Tensor]) -> None:
         n = t.numel()
         t.copy_(flat[offset:offset + n].view_as(t))
         offset += n
+
+
+def check_adam_hyperparameters(lr: float, betas, eps: float) -> None:
+    """The range checks shared by the Adam-scaled game optimizers (ValueError, as torch.optim does)."""
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas must be in [0, 1), got {betas}")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from src.optim.base import GameOptimizer, distributed_mean_
+from src.optim.base import GameOptimizer, check_adam_hyperparameters, distributed_mean_
 
 
 def own_gradients(optimizer: GameOptimizer, closure, create_graph: bool = False):
@@ -120,12 +120,7 @@ class ExtraAdam(Extragradient):
 
     def __init__(self, params, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.9), eps: float = 1e-8,
                  past: bool = False):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        check_adam_hyperparameters(lr, betas, eps)
         GameOptimizer.__init__(self, params, dict(lr=lr, betas=tuple(betas), eps=eps, past=past))
 
     def _direction(self, i: int, grads: list[Tensor]) -> list[Tensor]:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
+from src.optim.base import check_adam_hyperparameters
+
 
 class OptimisticGD(Optimizer):
     def __init__(self, params, lr: float = 1e-2):
@@ -60,12 +62,7 @@ class OptimisticGD(Optimizer):
 
 class OptimisticAdam(OptimisticGD):
     def __init__(self, params, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.9), eps: float = 1e-8):
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        check_adam_hyperparameters(lr, betas, eps)
         Optimizer.__init__(self, params, dict(lr=lr, betas=tuple(betas), eps=eps))
         self.stats = {}
 
