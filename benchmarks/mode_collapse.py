@@ -2,17 +2,20 @@
 
     python benchmarks/mode_collapse.py [--budget 30] [--seeds 5] [--datasets grid25 ring8]
                                        [--optimizers adam ncg ...] [--zero-sum-loss wgan] [--jobs 1]
+                                       [--experiment mlp_{dataset}] [--override KEY=VALUE ...] [--tag T]
+                                       [--accelerator cpu|gpu]
 
 Each cell (dataset x optimizer x seed) is one ordinary run of the presets ``+experiment=mlp_grid25`` /
-``+experiment=mlp_ring8`` (MLP GAN, z = 2, three 400-unit layers, batch 256) with ``optimizer=<preset>``
-at the preset's own learning rate, trained in this process through ``src.train.train`` for the same
+``+experiment=mlp_ring8`` (MLP GAN, z = 2, three 400-unit layers, batch 256; ``--experiment`` names
+another preset, ``--override`` adds settings to every cell) with ``optimizer=<preset>`` at the optimizer
+preset's own learning rate, trained in this process through ``src.train.train`` for the same
 number of *generator updates* (``--budget``) whatever the optimizer: ``trainer.max_steps`` counts
 optimizer steps, two per batch with one optimizer per player (n_critic = 1) and one per batch with a
 joint game optimizer, so it is set to 2 x budget or budget. Joint optimizers that need a zero-sum game
 (CGD, ACGD) train with ``model.loss=<--zero-sum-loss>`` (WGAN without penalty or clipping, as in the
-ACGD paper, by default); every other cell keeps the presets' non-saturating loss. Presets with a poly
-learning-rate schedule (hung, sgd_poly) get ``optimizer.scheduler.total_iters=<budget>``, the run's
-updates per player, as their headers ask.
+ACGD paper, by default); every other cell keeps the presets' non-saturating loss. Optimizers with a
+learning-rate schedule that has ``total_iters`` (hung, sgd_poly, or one an experiment preset adds) get
+``optimizer.scheduler.total_iters=<budget>``, the run's updates per player, as their headers ask.
 
 Metrics (REFERENCE section 2; src/metrics/mode_coverage.py): on 2,500 samples from the generator's fixed
 noise after the last update, a sample is high quality within 3 std of its nearest mode centre, a mode is
@@ -21,7 +24,9 @@ and written to experiments/results/mode_collapse.md beside the published PacGAN 
 2018, Table 1); experiments/results/mode_collapse_{grid25,ring8}.png show seed 0's samples, one panel per
 optimizer. Each cell's run directory (outputs/mode_collapse/b<budget>/<dataset>/<optimizer>/seed<S>/)
 holds its summary.json, csv/metrics.csv and samples.npy; a cell already done at the same settings is
-reused (``--fresh`` reruns everything). The Markdown file lists the command line that reruns each cell.
+reused (``--fresh`` reruns everything); ``--tag`` keeps variants apart. The Markdown file lists the command
+line that reruns each cell. ``--accelerator gpu`` trains each cell with ``trainer=gpu`` (several jobs share
+the GPU); the device is recorded per cell and does not change the overrides.
 """
 from __future__ import annotations
 
@@ -45,12 +50,6 @@ sys.path.insert(0, str(ROOT))
 DATASETS = ("grid25", "ring8")
 OPTIMIZERS = sorted(p.stem for p in (ROOT / "conf" / "optimizer").glob("*.yaml"))
 CONJUGATE = ("ncg", "ncg_adam", "cgd", "acgd")  # the issue's conjugate-direction optimizers
-SCHEDULED = ("hung", "sgd_poly")                # PolynomialLR presets: total_iters = the run's updates
-# The mlp_* presets set optimizer.optimizer.lr = 1e-3 (Adam's rate on these mixtures) whatever the optimizer.
-# Optimizers with Adam-like per-coordinate step sizes keep it; these run at their own preset's lr instead:
-# plain-gradient-scale ones (sgd, momentum, ncg, sgd_poly, hung's SGD player, extragradient) and the game
-# optimizers whose presets carry their papers' settings (consensus, cgd, acgd: lr 1e-4).
-PRESET_LR = ("sgd", "momentum", "ncg", "sgd_poly", "hung", "extragradient", "consensus", "cgd", "acgd")
 NUM_MODES = {"grid25": 25, "ring8": 8}
 # REFERENCE.md section 2: PacGAN (Lin et al., NeurIPS 2018) Table 1, quoted from memory there.
 PUBLISHED = {
@@ -74,17 +73,17 @@ def _compose(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def optimizer_facts(optimizer: str) -> dict:
-    """Whether the preset is a joint game optimizer, needs a zero-sum loss, its lr and the lr it runs at."""
+def optimizer_facts(optimizer: str, experiment: str = "mlp_grid25", extra: tuple[str, ...] = ()) -> dict:
+    """Whether the preset is a joint game optimizer, needs a zero-sum loss, the lr it runs at (under the
+    experiment preset and the extra overrides) and whether its schedule has a length to set."""
     import hydra
     from omegaconf import OmegaConf
 
     from src.optim.base import is_game_optimizer
 
-    preset_lr = float(_compose([f"optimizer={optimizer}"]).optimizer.optimizer.lr)
-    node = _compose(["+experiment=mlp_grid25", f"optimizer={optimizer}"]).optimizer
-    experiment_lr = float(node.optimizer.lr)
-    lr = preset_lr if optimizer in PRESET_LR else experiment_lr
+    cfg = _compose([f"+experiment={experiment}", f"optimizer={optimizer}", *extra])
+    node = cfg.optimizer
+    lr = float(node.optimizer.lr)
     cls = hydra.utils.get_class(node.optimizer._target_)
     players = OmegaConf.to_container(node.players, resolve=True) if node.get("players") else {}
     lrs = {}
@@ -93,25 +92,37 @@ def optimizer_facts(optimizer: str) -> dict:
         target = own.get("_target_", node.optimizer._target_).rsplit(".", 1)[-1]
         lrs[p] = (target, float(own.get("lr", lr)))
     return {"joint": is_game_optimizer(cls), "zero_sum": bool(getattr(cls, "requires_zero_sum", False)),
-            "lrs": lrs, "lr": lr, "lr_override": lr != experiment_lr,
-            "scheduler": node.get("scheduler") is not None, "lookahead": node.get("lookahead") is not None}
+            "lrs": lrs, "lr": lr, "loss": str(cfg.model.loss), "batch": int(cfg.dataset.batch_size),
+            "scheduler": node.get("scheduler") is not None,
+            "schedule_length": node.get("scheduler") is not None and "total_iters" in node.scheduler,
+            "lookahead": node.get("lookahead") is not None}
 
 
-def cell_overrides(dataset: str, optimizer: str, seed: int, budget: int, facts: dict, zero_sum_loss: str) -> list[str]:
+def cell_overrides(dataset: str, optimizer: str, seed: int, budget: int, facts: dict, zero_sum_loss: str,
+                   experiment: str = "mlp_{dataset}", extra: tuple[str, ...] = ()) -> list[str]:
     """The command-line overrides of one cell (what `python -m src.run` takes)."""
-    out = [f"+experiment=mlp_{dataset}", f"optimizer={optimizer}", f"seed={seed}",
-           f"trainer.max_steps={budget if facts['joint'] else 2 * budget}"]
-    if facts["lr_override"]:
-        out.append(f"optimizer.optimizer.lr={facts['lr']:g}")
+    out = [f"+experiment={experiment.format(dataset=dataset)}", f"optimizer={optimizer}", f"seed={seed}",
+           f"trainer.max_steps={budget if facts['joint'] else 2 * budget}", *extra]
     if facts["zero_sum"]:
         out.append(f"model.loss={zero_sum_loss}")
-    if optimizer in SCHEDULED:
+    if facts["schedule_length"]:
         out.append(f"optimizer.scheduler.total_iters={budget}")
     return out
 
 
 def cell_loss(optimizer: str, facts: dict, zero_sum_loss: str) -> str:
-    return zero_sum_loss if facts["zero_sum"] else "ns"
+    return zero_sum_loss if facts["zero_sum"] else facts["loss"]
+
+
+def where(accelerator: str, threads: int) -> str:
+    """The device a cell trains on, as the report names it."""
+    import platform
+
+    import torch
+
+    if accelerator == "gpu":
+        return f"{torch.cuda.get_device_name(0)} (shared by the jobs)"
+    return f"CPU {platform.machine()} ({os.cpu_count()} cores, {threads} thread(s) per job)"
 
 
 def run_cell(task: dict) -> dict:
@@ -139,13 +150,17 @@ def run_cell(task: dict) -> dict:
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=task["overrides"] + BASE_OVERRIDES, return_hydra_config=True)
+        device = ["trainer=gpu"] if task.get("accelerator") == "gpu" else []
+        cfg = compose(config_name="config", overrides=task["overrides"] + BASE_OVERRIDES + device,
+                      return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         del cfg["hydra"]
     record = {"dataset": task["dataset"], "optimizer": task["optimizer"], "seed": task["seed"],
-              "overrides": task["overrides"], "budget": task["budget"], "reused": False}
+              "overrides": task["overrides"], "budget": task["budget"], "reused": False,
+              "accelerator": task.get("accelerator", "cpu"),
+              "where": where(task.get("accelerator", "cpu"), task.get("threads", 1))}
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # Lightning's model summary table
@@ -219,8 +234,9 @@ def lr_text(facts: dict) -> str:
     return text + (" (poly)" if facts["scheduler"] else "")
 
 
-def command(dataset: str, optimizer: str, budget: int, facts: dict, zero_sum_loss: str, seeds: list[int]) -> str:
-    over = cell_overrides(dataset, optimizer, 0, budget, facts, zero_sum_loss)
+def command(dataset: str, optimizer: str, args, facts: dict, seeds: list[int]) -> str:
+    over = cell_overrides(dataset, optimizer, 0, args.budget, facts, args.zero_sum_loss, args.experiment,
+                          tuple(args.override))
     over[2] = "seed=" + ",".join(map(str, seeds))
     return "python -m src.run -m " + " ".join(over)
 
@@ -229,30 +245,35 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
     import torch
 
     reused = sum(1 for r in records if r.get("reused"))
+    devices = {}
+    for r in records:
+        devices[r.get("where") or r.get("accelerator", "cpu")] = devices.get(r.get("where") or r.get("accelerator", "cpu"), 0) + 1
+    flags = f"--budget {args.budget} --seeds {args.seeds} --zero-sum-loss {args.zero_sum_loss}"
+    if args.experiment != "mlp_{dataset}":
+        flags += f" --experiment {args.experiment}"
+    flags += "".join(f" --override {o}" for o in args.override) + (f" --tag {args.tag}" if args.tag else "")
+    preset = args.experiment.format(dataset="{" + ",".join(args.datasets) + "}")
+    batches = sorted({f["batch"] for f in facts.values()})
     lines = [
-        "# Mode collapse on 2D mixtures, every optimizer preset",
+        f"# Mode collapse on 2D mixtures: {len(args.optimizers)} optimizer preset(s), {preset}",
         "",
-        f"`python benchmarks/mode_collapse.py --budget {args.budget} --seeds {args.seeds} "
-        f"--zero-sum-loss {args.zero_sum_loss} --jobs {args.jobs}` — {args.budget} generator updates per run "
-        f"(batch 256, n_critic 1), {args.seeds} seeds (0..{args.seeds - 1}), MLP GAN (z = 2, 3 x 400 units) of "
-        f"`experiments/mlp_{{grid25,ring8}}.yaml`. Learning rates (column `lr`): those presets set lr 1e-3 for "
-        "whatever optimizer is chosen, which the optimizers with Adam-like per-coordinate steps keep (adam, adamw, "
-        "lookahead_adam, optimistic_adam, ncg_adam, extra_adam, past_extra_adam, lookahead_extra_adam, rmsprop); "
-        f"the others run at their own preset's lr ({', '.join(PRESET_LR)}: "
-        "`optimizer.optimizer.lr=<preset lr>` where it differs). Metrics on 2,500 "
+        f"`python benchmarks/mode_collapse.py {flags}` — {args.budget} generator updates per run "
+        f"(batch {'/'.join(map(str, batches))}, n_critic 1), {args.seeds} seeds (0..{args.seeds - 1}), MLP GAN "
+        f"(z = 2, 3 x 400 units) of `experiments/{preset}.yaml`"
+        + (f" with {' '.join(args.override)}" if args.override else "")
+        + ". Learning rates (column `lr`): each optimizer preset's own unless the experiment preset or an "
+        "override sets one. Metrics on 2,500 "
         "samples from the fixed noise after the last update: modes captured (a high-quality sample within 3 std "
         "of the centre) and the high-quality fraction, mean ± std over seeds. `goal` = seeds with all modes "
-        "captured and >= 95% high quality. Loss `ns` = non-saturating (the presets' own); CGD and ACGD need a "
-        f"zero-sum game and train with `model.loss={args.zero_sum_loss}`. `hung` and `sgd_poly` decay "
-        f"their learning rate to 0 over the run (`optimizer.scheduler.total_iters={args.budget}`).",
+        "captured and >= 95% high quality. CGD and ACGD need a "
+        f"zero-sum game and train with `model.loss={args.zero_sum_loss}`. Optimizers whose schedule has a length "
+        f"decay over the run (`optimizer.scheduler.total_iters={args.budget}`; `(poly)` in the lr column).",
         "",
-        f"Total wall time {total_wall / 60:.1f} min on a shared 2-core CPU, {args.jobs} job(s) x {args.threads} "
-        f"thread(s), torch {torch.__version__}"
-        + (f" ({reused} of {len(records)} cells reused from an earlier invocation at the same settings"
-           + (f", which trained {args.previous['trained_cells']} cells in {args.previous['total_wall_s'] / 60:.1f} min "
-              f"with {args.previous['jobs']} job(s)" if getattr(args, "previous", None) else "")
-           + f"; the cells' own training calls took {sum(r['wall_s'] for r in records) / 60:.1f} min in all)"
-           if reused else "")
+        f"{len(records)} cells, trained on "
+        + ", ".join(f"{n} x {d}" for d, n in devices.items())
+        + f"; torch {torch.__version__}; the cells' training calls took {sum(r['wall_s'] for r in records) / 60:.1f} "
+        f"min in all (this invocation: {total_wall / 60:.1f} min, {reused} cells reused from earlier invocations at "
+        "the same settings)"
         + "; `s/run` is the median wall time of one cell's `src.train.train` call (building, training, final "
         "validation). The untrained-generator row is the floor every run starts from: at initialisation the "
         "generator's samples sit in a small blob near the origin, which is a grid25 mode (so a run that barely "
@@ -317,9 +338,9 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
     seeds = list(range(args.seeds))
     for dataset in args.datasets:
         for opt in args.optimizers:
-            lines.append(command(dataset, opt, args.budget, facts[opt], args.zero_sum_loss, seeds))
+            lines.append(command(dataset, opt, args, facts[opt], seeds))
     lines += ["```", ""]
-    pics = ", ".join(f"`mode_collapse_{d}.png`" for d in args.datasets)
+    pics = ", ".join(f"`mode_collapse{args.tag}_{d}.png`" for d in args.datasets)
     lines += [f"Pictures (seed 0, one panel per optimizer): {pics}.", ""]
     return "\n".join(lines)
 
@@ -376,20 +397,28 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "mode_collapse")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
     parser.add_argument("--fresh", action="store_true", help="rerun cells already done at the same settings")
+    parser.add_argument("--experiment", default="mlp_{dataset}",
+                        help="experiment preset of every cell ({dataset} is filled in)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override added to every cell (repeatable)")
+    parser.add_argument("--tag", default="", help="suffix of the runs folder b<budget><tag> and of the results files")
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="gpu: trainer=gpu per cell")
     args = parser.parse_args()
     os.chdir(ROOT)
     quiet(args.threads)
 
     t_start = time.perf_counter()
-    facts = {opt: optimizer_facts(opt) for opt in args.optimizers}
+    facts = {opt: optimizer_facts(opt, args.experiment.format(dataset=args.datasets[0]), tuple(args.override))
+             for opt in args.optimizers}
     tasks = []
     for seed in range(args.seeds):  # seed-major: an interrupted run still has every optimizer's seed 0
         for dataset in args.datasets:
             for opt in args.optimizers:
                 tasks.append({"dataset": dataset, "optimizer": opt, "seed": seed, "budget": args.budget,
-                              "overrides": cell_overrides(dataset, opt, seed, args.budget, facts[opt], args.zero_sum_loss),
-                              "dir": str(args.runs_dir / f"b{args.budget}" / dataset / opt / f"seed{seed}"),
-                              "fresh": args.fresh, "threads": args.threads})
+                              "overrides": cell_overrides(dataset, opt, seed, args.budget, facts[opt], args.zero_sum_loss,
+                                                          args.experiment, tuple(args.override)),
+                              "dir": str(args.runs_dir / f"b{args.budget}{args.tag}" / dataset / opt / f"seed{seed}"),
+                              "fresh": args.fresh, "threads": args.threads, "accelerator": args.accelerator})
     records = []
 
     def done(rec: dict, i: int) -> None:
@@ -424,19 +453,12 @@ def main() -> None:
             raise RuntimeError(f"{rec['dataset']} {rec['optimizer']} seed {rec['seed']}: "
                                f"{rec['generator_updates']} generator updates, expected {args.budget}")
 
-    # The wall time of the last invocation that trained cells here (a later one may reuse them all).
-    invocation = args.runs_dir / f"b{args.budget}" / "invocation.json"
-    trained = sum(1 for r in records if not r.get("reused"))
-    if trained:
-        invocation.write_text(json.dumps({"total_wall_s": total, "trained_cells": trained, "jobs": args.jobs,
-                                          "threads": args.threads}))
-    args.previous = json.loads(invocation.read_text()) if invocation.is_file() and not trained else None
     floor = {d: [untrained(d, seed) for seed in range(args.seeds)] for d in args.datasets}
     args.results_dir.mkdir(parents=True, exist_ok=True)
     text = report(records, facts, args, total, floor)
-    (args.results_dir / "mode_collapse.md").write_text(text)
+    (args.results_dir / f"mode_collapse{args.tag}.md").write_text(text)
     for dataset in args.datasets:
-        figure(records, dataset, args.optimizers, args.results_dir / f"mode_collapse_{dataset}.png")
+        figure(records, dataset, args.optimizers, args.results_dir / f"mode_collapse{args.tag}_{dataset}.png")
     print()
     print(text)
 

@@ -11,7 +11,9 @@ value nor to the gradient, and averages are over the pixels that are not ignored
 * ``ce_dice``: ce + dice.
 
 A batch in which every pixel is ignored gives a loss of exactly 0 (connected to the graph, so backward
-works) instead of the NaN of an empty mean.
+works) instead of the NaN of an empty mean. ``ce`` and ``focal`` take the averaging as ``mean`` (default:
+over this process's pixels; models pass src.losses.reduction.global_mean in training so that DDP
+reproduces one process on the global batch). ``dice`` is a ratio of batch sums and stays per process.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from src.losses.reduction import Mean, local_mean
 from src.utils.errors import ConfigError
 from src.utils.schema import choose
 
@@ -43,13 +46,18 @@ def valid_mask(target: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
 
 
 def cross_entropy(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX,
-                  weight: Tensor | None = None, label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy over the pixels that are not ignored."""
+                  weight: Tensor | None = None, label_smoothing: float = 0.0, mean: Mean = local_mean) -> Tensor:
+    """Mean cross-entropy over the pixels that are not ignored (weighted: divided by their summed weights)."""
     _check(logits, target)
-    if not bool(valid_mask(target, ignore_index).any()):
-        return _zero(logits)
-    return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index,
-                           label_smoothing=label_smoothing)
+    valid = valid_mask(target, ignore_index)
+    total = F.cross_entropy(logits, target.long(), weight=weight, ignore_index=ignore_index,
+                            label_smoothing=label_smoothing, reduction="sum")
+    if weight is None:
+        count = valid.sum().to(logits.dtype)
+    else:
+        safe = torch.where(valid, target, torch.zeros_like(target)).long()
+        count = (weight.to(logits.dtype)[safe] * valid).sum()
+    return mean(total, count)
 
 
 def one_hot(target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX, dtype=torch.float32) -> Tensor:
@@ -78,12 +86,10 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, 
 
 
 def focal_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, gamma: float = 2.0,
-               alpha: Sequence[float] | Tensor | None = None) -> Tensor:
+               alpha: Sequence[float] | Tensor | None = None, mean: Mean = local_mean) -> Tensor:
     """Mean focal loss over the non-ignored pixels; `alpha` is an optional per-class weight."""
     _check(logits, target)
     valid = valid_mask(target, ignore_index)
-    if not bool(valid.any()):
-        return _zero(logits)
     safe = torch.where(valid, target, torch.zeros_like(target)).long()
     log_p = logits.log_softmax(dim=1)
     log_pt = log_p.gather(1, safe.unsqueeze(1)).squeeze(1)
@@ -93,24 +99,30 @@ def focal_loss(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX,
         a = torch.as_tensor(alpha, dtype=logits.dtype, device=logits.device)
         loss = loss * a[safe]
     loss = torch.where(valid, loss, torch.zeros_like(loss))
-    return loss.sum() / valid.sum()
+    return mean(loss.sum(), valid.sum().to(loss.dtype))
 
 
 class SegmentationLoss:
     """A named loss with its options bound: ``loss(logits, target)``."""
 
     def __init__(self, name: str, fn: Callable[..., Tensor], ignore_index: int, **options):
-        self.name, self.fn, self.ignore_index, self.options = name, fn, ignore_index, options
+        import inspect
 
-    def __call__(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.fn(logits, target, ignore_index=self.ignore_index, **self.options)
+        self.name, self.fn, self.ignore_index, self.options = name, fn, ignore_index, options
+        self.takes_mean = "mean" in inspect.signature(fn).parameters
+
+    def __call__(self, logits: Tensor, target: Tensor, mean: Mean = local_mean) -> Tensor:
+        """The loss; `mean` averages the pixel sums (ignored by dice, a ratio of batch sums)."""
+        extra = {"mean": mean} if self.takes_mean else {}
+        return self.fn(logits, target, ignore_index=self.ignore_index, **self.options, **extra)
 
     def __repr__(self) -> str:
         return f"SegmentationLoss({self.name!r}, ignore_index={self.ignore_index}, {self.options})"
 
 
-def _ce_dice(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, **options) -> Tensor:
-    return cross_entropy(logits, target, ignore_index) + dice_loss(logits, target, ignore_index, **options)
+def _ce_dice(logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, mean: Mean = local_mean,
+             **options) -> Tensor:
+    return cross_entropy(logits, target, ignore_index, mean=mean) + dice_loss(logits, target, ignore_index, **options)
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -130,8 +142,8 @@ def get_segmentation_loss(name: str, ignore_index: int = IGNORE_INDEX, key: str 
 
     params = inspect.signature(fn).parameters
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    unknown = [k for k in options if k not in params and not accepts_any]
+    unknown = [k for k in options if (k not in params and not accepts_any) or k == "mean"]
     if unknown:
-        allowed = [k for k in params if k not in ("logits", "target", "ignore_index")]
+        allowed = [k for k in params if k not in ("logits", "target", "ignore_index", "mean")]
         raise ConfigError(f"{key}: the {name!r} loss has no option(s) {unknown}; options: {allowed}")
     return SegmentationLoss(name, fn, ignore_index, **options)

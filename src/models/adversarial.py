@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from src.losses.reduction import Mean, global_mean, local_mean
 from src.optim.base import distributed_mean_
 from src.optim.factory import JOINT, PlayerOptimizers, build_optimizers
 from src.utils.errors import DivergenceError
@@ -51,6 +52,13 @@ class TwoPlayerModule(pl.LightningModule):
     @property
     def player_names(self) -> list[str]:
         return list(self.players)
+
+    @property
+    def pixel_mean(self) -> Mean:
+        """How a loss averages its pixels (or samples): in training over the global batch of all DDP
+        processes (exact data parallelism with ignore labels and masks; src/losses/reduction.py), in
+        evaluation over this process's own."""
+        return global_mean if self.training else local_mean
 
     # -------------------------------------------------------------------------------------- optimizers
     def player_param_groups(self) -> dict[str, list[dict]]:

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from src.losses.reduction import Mean, global_mean, local_mean
 from src.losses.segmentation import cross_entropy, get_segmentation_loss, one_hot
 from src.metrics.segmentation import ConfidenceAccuracy
 from src.models.adversarial import TwoPlayerModule
@@ -64,18 +65,15 @@ log = logging.getLogger(__name__)
 MODES = ("luc", "hung")
 
 
-def masked_bce(logits: Tensor, target: float, mask: Tensor | None = None) -> Tensor:
+def masked_bce(logits: Tensor, target: float, mask: Tensor | None = None, mean: Mean = local_mean) -> Tensor:
     """Mean BCE-with-logits of a logit map (B, 1, H, W) or vector (B,) to a constant label, over the
     pixels where `mask` (B, H, W) is true (all if None). No selected pixel: exactly 0."""
     loss = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)), reduction="none")
     if mask is None:
-        return loss.mean()
+        return mean(loss.sum(), torch.tensor(float(loss.numel()), dtype=loss.dtype, device=loss.device))
     loss = loss.squeeze(1) if loss.dim() == mask.dim() + 1 else loss
     m = mask.to(loss.dtype)
-    count = m.sum()
-    if count == 0:
-        return logits.sum() * 0.0
-    return (loss * m).sum() / count
+    return mean((loss * m).sum(), m.sum())
 
 
 def _frozen(module: nn.Module):
@@ -219,11 +217,12 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
         """S's loss (with the current D); fills `logs` with detached diagnostics and `parts` (if given)
         with the supervised terms ce and semi, still in the graph."""
         parts = {} if parts is None else parts
+        mean = self.pixel_mean
         valid = y != self.ignore_index
-        ce = self.loss_fn(logits, y)
+        ce = self.loss_fn(logits, y, mean=mean)
         probs = logits.softmax(1)
         adv_logits = self._d_logits(x, self._mask_input(probs, valid))
-        adv = masked_bce(adv_logits, 1.0, valid if self.mode == "hung" else None)
+        adv = masked_bce(adv_logits, 1.0, valid if self.mode == "hung" else None, mean=mean)
         loss = ce + self.lambda_adv * adv
         parts["ce"] = ce
         logs.update(ce=ce.detach(), adv=adv.detach(), pixel_acc=pixel_accuracy(logits.detach(), y, self.ignore_index))
@@ -232,7 +231,7 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
             probs_u = logits_u.softmax(1)
             d_u = self.discriminator(probs_u)
             if self.lambda_adv_unlabeled > 0:
-                adv_u = masked_bce(d_u, 1.0)
+                adv_u = masked_bce(d_u, 1.0, mean=mean)
                 loss = loss + self.lambda_adv_unlabeled * adv_u
                 logs["adv_unlabeled"] = adv_u.detach()
             conf = torch.sigmoid(d_u.detach()).squeeze(1)
@@ -241,7 +240,7 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
             self._log_pseudo(logs, pseudo, yu, above)
             if self._use_semi(unlabeled):
                 target = torch.where(above, pseudo, torch.full_like(pseudo, self.ignore_index))
-                semi = cross_entropy(logits_u, target, self.ignore_index)  # L_semi is a cross-entropy
+                semi = cross_entropy(logits_u, target, self.ignore_index, mean=mean)  # L_semi is a cross-entropy
                 loss = loss + self.lambda_semi * semi
                 parts["semi"] = semi
                 logs["semi"] = semi.detach()
@@ -264,17 +263,18 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
     def discriminator_loss(self, x: Tensor, y: Tensor, probs: Tensor, probs_u: Tensor | None, logs: dict) -> Tensor:
         """D's loss on the ground truth (real) and the given predictions (fake; the caller detaches them
         for a per-player update)."""
+        mean = self.pixel_mean
         valid = y != self.ignore_index
         real_in = self._mask_input(self._real_input(y, probs.detach()), valid)
         real = self._d_logits(x, real_in)
         fake = self._d_logits(x, self._mask_input(probs, valid))
         if self.mode == "luc":
-            loss = masked_bce(real, 1.0) + masked_bce(fake, 0.0)
+            loss = masked_bce(real, 1.0, mean=mean) + masked_bce(fake, 0.0, mean=mean)
             correct = (real > 0).float().sum() + (fake < 0).float().sum()
             total = real.numel() + fake.numel()
             logs.update(d_real=torch.sigmoid(real.detach()).mean(), d_fake=torch.sigmoid(fake.detach()).mean())
         else:
-            real_loss = masked_bce(real, 1.0, valid)
+            real_loss = masked_bce(real, 1.0, valid, mean=mean)
             if probs_u is not None:
                 fake_u = self.discriminator(probs_u)
                 fake_all = torch.cat([fake, fake_u])
@@ -282,7 +282,7 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
                                                         device=fake_u.device)])
             else:
                 fake_all, mask_all = fake, valid
-            fake_loss = masked_bce(fake_all, 0.0, mask_all)
+            fake_loss = masked_bce(fake_all, 0.0, mask_all, mean=mean)
             loss = 0.5 * (real_loss + fake_loss)
             correct = ((real.squeeze(1) > 0) & valid).sum() + ((fake_all.squeeze(1) < 0) & mask_all).sum()
             total = valid.sum() + mask_all.sum()

@@ -192,12 +192,12 @@ class Segmentation(SegmentationEvaluation, TwoPlayerModule):
         if hasattr(self.segmenter, "forward_with_aux") and self.aux_weight > 0:
             outs = self.segmenter.forward_with_aux(x)
             logits = outs["out"]
-            loss = self.loss_fn(logits, y)
+            loss = self.loss_fn(logits, y, mean=self.pixel_mean)
             if "aux" in outs:
-                loss = loss + self.aux_weight * self.loss_fn(outs["aux"], y)
+                loss = loss + self.aux_weight * self.loss_fn(outs["aux"], y, mean=self.pixel_mean)
         else:
             logits = self.segmenter(x)
-            loss = self.loss_fn(logits, y)
+            loss = self.loss_fn(logits, y, mean=self.pixel_mean)
         self.player_step("segmenter", loss)
         n = x.shape[0]
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
