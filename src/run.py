@@ -50,6 +50,9 @@ def main(cfg: DictConfig) -> float:
             log.error("job failed: %s", err)
             return float("nan")
         print(f"\nerror: {err}", file=sys.stderr)
+        if getattr(err, "hand_over", None) is not None:
+            sys.stderr.flush()
+            err.hand_over()  # submitit: requeue the job (it resumes from the checkpoint just written), exit
         sys.exit(getattr(err, "exit_code", 2))
     except Exception as err:
         record_failure(cfg, err)

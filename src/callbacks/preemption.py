@@ -1,7 +1,12 @@
-"""Graceful stop on SIGTERM / SIGINT (a scheduler's preemption, a Ctrl-C): the current training step
-finishes, `last.ckpt` is written, summary.json says "interrupted", and the process exits with
-128 + the signal number. `python -m src.run ckpt_path=<run>/checkpoints/last.ckpt` (or re-running
-the same sweep) then continues to the same final weights as an uninterrupted run, bitwise on CPU."""
+"""Graceful stop on SIGTERM / SIGINT / SIGUSR2 (a scheduler's preemption, a Ctrl-C, SLURM's warning
+before the time limit): the current training step finishes, `last.ckpt` is written, summary.json says
+"interrupted", and the process exits with 128 + the signal number. `python -m src.run
+ckpt_path=<run>/checkpoints/last.ckpt` (or re-running the same sweep) then continues to the same final
+weights as an uninterrupted run, bitwise on CPU.
+
+A handler that was installed before training (submitit's, which requeues the job on SIGUSR2 when it
+nears its time limit) is not bypassed: once the checkpoint is written, src.run hands the signal over to
+it (``RunInterrupted.hand_over``), so the requeued job resumes from this step, not from an older one."""
 from __future__ import annotations
 
 import signal
@@ -14,9 +19,10 @@ from src.utils.errors import RunInterrupted
 
 
 class GracefulShutdown(pl.Callback):
-    def __init__(self, dirpath: str, signals: Sequence[str] = ("SIGTERM", "SIGINT")):
+    def __init__(self, dirpath: str, signals: Sequence[str] = ("SIGTERM", "SIGINT", "SIGUSR2")):
         self.dirpath = Path(dirpath)
-        self.signals = [getattr(signal, name) for name in signals]
+        # signals this platform lacks (SIGUSR2 on Windows) are skipped
+        self.signals = [getattr(signal, name) for name in signals if hasattr(signal, name)]
         self.received: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -54,5 +60,14 @@ class GracefulShutdown(pl.Callback):
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
         name = signal.Signals(self.received).name
+        previous = self._previous.get(self.received)
+        hand_over = None
+        if callable(previous) and trainer.is_global_zero:
+            signum = self.received
+
+            def hand_over() -> None:  # e.g. submitit's: requeue this job, then exit
+                previous(signum, None)
+
         raise RunInterrupted(f"{name} received at step {trainer.global_step}: saved {path}; resume with "
-                             f"`python -m src.run ckpt_path={path}`", exit_code=128 + int(self.received))
+                             f"`python -m src.run ckpt_path={path}`", exit_code=128 + int(self.received),
+                             hand_over=hand_over)

@@ -18,8 +18,11 @@ class DivergenceError(UserError):
 
 
 class RunInterrupted(UserError):
-    """A signal stopped the run after saving a checkpoint; exit with 128 + the signal number."""
+    """A signal stopped the run after saving a checkpoint; exit with 128 + the signal number.
+    `hand_over` (if any) passes the signal on to the handler installed before the run (submitit's
+    requeue on SIGUSR2); src.run calls it once everything is written."""
 
-    def __init__(self, message: str, exit_code: int = 143):
+    def __init__(self, message: str, exit_code: int = 143, hand_over=None):
         super().__init__(message)
         self.exit_code = exit_code
+        self.hand_over = hand_over

@@ -40,3 +40,42 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(cli, tmp_path)
     a = torch.load(full.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(resumed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+REQUEUE_SCRIPT = """
+import runpy, signal, sys
+def requeue(signum, frame):  # stands in for submitit's SignalHandler.checkpoint_and_try_requeue
+    open(MARKER, "w").write(signal.Signals(signum).name)
+    sys.exit(99)
+signal.signal(signal.SIGUSR2, requeue)
+runpy.run_module("src.run", run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_sigusr2_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path):
+    """SLURM's time-limit warning (USR2 with the submitit presets): the step finishes, last.ckpt is written,
+    then the handler installed before the run (submitit's requeue) gets the signal."""
+    marker, run_dir = tmp_path / "requeued", tmp_path / "run"
+    script = REQUEUE_SCRIPT.replace("MARKER", repr(str(marker)))
+    proc = subprocess.Popen([sys.executable, "-c", script, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
+                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    first = torch.load(ckpt, weights_only=True)["global_step"] if ckpt.exists() else None
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 99, out[-2000:] + err[-3000:]
+    assert marker.read_text() == "SIGUSR2", "the requeue handler got the signal"
+    assert "SIGUSR2 received" in err
+    step = torch.load(ckpt, weights_only=True)["global_step"]
+    assert first is not None and first <= step < 120, "the checkpoint holds the step the signal stopped at"
+    import json
+
+    status = json.loads((run_dir / "summary.json").read_text())["status"]
+    assert status.startswith("interrupted"), status
