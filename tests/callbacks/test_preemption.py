@@ -15,19 +15,25 @@ ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=120", "trainer
         "model.num_eval_samples=50", "trainer.enable_progress_bar=false", "model.metrics={}"]
 
 
-@pytest.mark.slow
-def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(cli, tmp_path):
-    full = cli(*ARGS)
-    assert full.returncode == 0, full.output[-3000:]
-
-    run_dir = tmp_path / "interrupted"
-    proc = subprocess.Popen([sys.executable, "-m", "src.run", *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
+def _start_until_first_checkpoint(python_args: list[str], run_dir):
+    """Start `python PYTHON_ARGS ARGS` (a run writing last.ckpt every 4 steps); return once it wrote one."""
+    proc = subprocess.Popen([sys.executable, *python_args, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
                              f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
+    return proc, ckpt
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(cli, tmp_path):
+    full = cli(*ARGS)
+    assert full.returncode == 0, full.output[-3000:]
+
+    run_dir = tmp_path / "interrupted"
+    proc, ckpt = _start_until_first_checkpoint(["-m", "src.run"], run_dir)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:] + err[-3000:]
@@ -59,13 +65,7 @@ def test_sigusr2_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path):
     then the handler installed before the run (submitit's requeue) gets the signal."""
     marker, run_dir = tmp_path / "requeued", tmp_path / "run"
     script = REQUEUE_SCRIPT.replace("MARKER", repr(str(marker)))
-    proc = subprocess.Popen([sys.executable, "-c", script, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
-                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    proc, ckpt = _start_until_first_checkpoint(["-c", script], run_dir)
     first = torch.load(ckpt, weights_only=True)["global_step"] if ckpt.exists() else None
     time.sleep(1.0)
     proc.send_signal(signal.SIGUSR2)
