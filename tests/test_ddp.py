@@ -53,3 +53,30 @@ def test_adversarial_segmentation_two_processes_match_one(cli):
     for k, v in a.items():
         if v.is_floating_point():
             torch.testing.assert_close(b[k], v, rtol=1e-4, atol=1e-5, msg=f"hybrid: {k} differs")
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_rank_stops_both_at_the_same_step(tmp_path):
+    """SIGTERM to rank 0's process only (a multi-node job's signals can arrive a batch apart): every
+    rank stops at the same step, last.ckpt is written, no process hangs in a collective."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import ROOT, clean_env
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "src.run", *COMMON, "trainer=ddp_cpu", "trainer.max_steps=4000",
+                             "callbacks.last_checkpoint.every_n_train_steps=10", f"hydra.run.dir={run_dir}"],
+                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out[-2000:] + err[-3000:]
+    steps = {line.split(" at step ")[1].split(":")[0] for line in err.splitlines() if "received at step" in line}
+    assert len(steps) == 1, f"ranks stopped at different steps: {steps}"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == int(steps.pop())

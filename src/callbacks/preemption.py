@@ -51,11 +51,15 @@ class GracefulShutdown(pl.Callback):
         self._previous.clear()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1:
+            # All processes stop at the same step: every rank asks every batch (one tiny all-reduce), since
+            # a signal can reach the ranks of a multi-node job a batch apart; any rank's signal stops all.
+            import torch
+            from torch.distributed import ReduceOp
+
+            mine = torch.tensor(int(self.received or 0), device=pl_module.device)
+            self.received = int(trainer.strategy.reduce(mine, reduce_op=ReduceOp.MAX)) or None
         if self.received is None:
-            return
-        # all processes stop together: any rank that got the signal stops every rank
-        stop = trainer.strategy.reduce_boolean_decision(True, all=False)
-        if not stop:
             return
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
