@@ -234,11 +234,31 @@ def lr_text(facts: dict) -> str:
     return text + (" (poly)" if facts["scheduler"] else "")
 
 
-def command(dataset: str, optimizer: str, args, facts: dict, seeds: list[int]) -> str:
+def command(dataset: str, optimizer: str, args, facts: dict, seeds: list[int], gpu: bool = False) -> str:
     over = cell_overrides(dataset, optimizer, 0, args.budget, facts, args.zero_sum_loss, args.experiment,
                           tuple(args.override))
     over[2] = "seed=" + ",".join(map(str, seeds))
-    return "python -m src.run -m " + " ".join(over)
+    return "python -m src.run -m " + " ".join(over) + (" trainer=gpu" if gpu else "")
+
+
+def cli_check(record: dict, out: Path) -> str:
+    """Rerun one cell with `python -m src.run` in a fresh process and compare its final validation with the
+    cell's: the benchmark's in-process training is the CLI's."""
+    import subprocess
+
+    device = ["trainer=gpu"] if record.get("accelerator") == "gpu" else []
+    args = [sys.executable, "-m", "src.run", *record["overrides"], *BASE_OVERRIDES, *device, f"hydra.run.dir={out}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"the CLI rerun of {record['dataset']} {record['optimizer']} seed {record['seed']} failed: " + \
+            (proc.stdout + proc.stderr)[-300:]
+    metrics = json.loads((out / "summary.json").read_text())["metrics"]
+    cli = (metrics["val/modes_captured"]["final"], 100 * metrics["val/hq_fraction"]["final"])
+    cell = (record["val_modes"], 100 * record["val_hq"])
+    same = "the same" if cli == cell else "different"
+    return (f"checked with `--cli-check`: `python -m src.run {' '.join(record['overrides'])}` gave {cli[0]:.0f} modes / "
+            f"{cli[1]:.2f}% at its final validation, the benchmark's cell {cell[0]:.0f} / {cell[1]:.2f}%: {same}")
 
 
 def report(records: list[dict], facts: dict, args, total_wall: float, floor: dict) -> str:
@@ -333,12 +353,15 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
     lines += ["## Commands", "",
               "Each row reruns one optimizer's seeds on one dataset as a Hydra sweep (`seed=S` alone: one cell); "
               "the benchmark adds only output settings (`" + " ".join(BASE_OVERRIDES) + "`), which do not change "
-              "training (checked: the CLI command of grid25 optimistic_adam seed 0 gave the same 21 modes / 1.72%).",
+              "training" + (f" ({args.cli_result})" if getattr(args, "cli_result", "") else "")
+              + ". Rows ending in `trainer=gpu` ran on the GPU.",
               "", "```bash"]
     seeds = list(range(args.seeds))
     for dataset in args.datasets:
         for opt in args.optimizers:
-            lines.append(command(dataset, opt, args, facts[opt], seeds))
+            cells = [r for r in records if r["dataset"] == dataset and r["optimizer"] == opt]
+            gpu = bool(cells) and all(r.get("accelerator") == "gpu" for r in cells)
+            lines.append(command(dataset, opt, args, facts[opt], seeds, gpu))
     lines += ["```", ""]
     pics = ", ".join(f"`mode_collapse{args.tag}_{d}.png`" for d in args.datasets)
     lines += [f"Pictures (seed 0, one panel per optimizer): {pics}.", ""]
@@ -403,6 +426,8 @@ def main() -> None:
                         help="an override added to every cell (repeatable)")
     parser.add_argument("--tag", default="", help="suffix of the runs folder b<budget><tag> and of the results files")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="gpu: trainer=gpu per cell")
+    parser.add_argument("--cli-check", action="store_true",
+                        help="rerun the first finished cell with `python -m src.run` and report whether it agrees")
     args = parser.parse_args()
     os.chdir(ROOT)
     quiet(args.threads)
@@ -453,6 +478,11 @@ def main() -> None:
             raise RuntimeError(f"{rec['dataset']} {rec['optimizer']} seed {rec['seed']}: "
                                f"{rec['generator_updates']} generator updates, expected {args.budget}")
 
+    if args.cli_check:
+        first = next((r for r in records if r.get("status") == "finished"), None)
+        if first is not None:
+            args.cli_result = cli_check(first, args.runs_dir / f"b{args.budget}{args.tag}" / "cli_check")
+            print(args.cli_result, flush=True)
     floor = {d: [untrained(d, seed) for seed in range(args.seeds)] for d in args.datasets}
     args.results_dir.mkdir(parents=True, exist_ok=True)
     text = report(records, facts, args, total, floor)
