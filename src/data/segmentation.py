@@ -450,8 +450,16 @@ class FileSegmentationDataModule(SegmentationDataModule):
         return items
 
     def build_sources(self) -> tuple[SegmentationSource, SegmentationSource]:
+        if getattr(self, "_sources", None) is not None:
+            return self._sources
         root = self.resolve_root()
         decoder = self.decoder()
         train = FileSource(self._checked_items(root, self.train_split), decoder, self.resize)
         val = FileSource(self._checked_items(root, self.val_split), decoder, self.resize)
-        return train, val
+        self._sources = (train, val)
+        return self._sources
+
+    def check(self) -> None:
+        """Missing or incomplete data fails here, before the trainer (and its device) is set up: the root,
+        the split lists and every listed file (not read)."""
+        self.build_sources()

@@ -201,6 +201,26 @@ def test_missing_image_names_the_file(tmp_path):
         ready(VOCDataModule(root=str(tmp_path), batch_size=2))
 
 
+
+def test_check_finds_missing_data_before_training(tmp_path):
+    """check() (called by src.train before the trainer and its device are set up) lists the splits and
+    their files; setup then reuses what it found."""
+    absent = VOCDataModule(root=str(tmp_path / "nowhere"), batch_size=2)
+    with pytest.raises(DataError, match="nowhere.*not found"):
+        absent.check()
+    write_voc(tmp_path)
+    (tmp_path / "VOCdevkit" / "VOC2012" / "JPEGImages" / f"{VOC_VAL[0]}.jpg").unlink()
+    with pytest.raises(DataError, match=VOC_VAL[0]):
+        VOCDataModule(root=str(tmp_path), batch_size=2).check()
+
+
+def test_a_gpu_preset_without_its_data_reports_the_data_first(cli, tmp_path):
+    """On a machine without the data (and maybe without a GPU) the VOC presets name the missing folder."""
+    run = cli("+experiment=voc_hung_semi", "logger=csv", f"paths.data_dir={tmp_path / 'data'}")
+    assert run.returncode == 2, run.output[-2000:]
+    assert "VOCdevkit/VOC2012 not found" in run.stderr and "Expected layout" in run.stderr
+
+
 # ----------------------------------------------------------------------------------------- Cityscapes
 def test_cityscapes_maps_label_ids_to_train_ids(tmp_path):
     written = write_cityscapes(tmp_path)
