@@ -8,10 +8,10 @@ COMMON = ("+experiment=mlp_ring8", "logger=csv", "trainer.max_epochs=-1", "train
           "trainer.enable_progress_bar=false", "dataset.num_train=5120", "callbacks.samples=null")
 
 CASES = {
-    # eps large enough that float-level differences in near-zero gradients are not amplified to +-lr
+    # eps large enough (Adam, ACGD) that float-level differences in near-zero gradients are not amplified to +-lr
     "adam": ("optimizer=adam", "+optimizer.optimizer.eps=1e-3", "trainer.max_steps=16"),
     "ncg": ("optimizer=ncg", "trainer.max_steps=16"),
-    "acgd": ("optimizer=acgd", "model.loss=wgan", "trainer.max_steps=8"),
+    "acgd": ("optimizer=acgd", "model.loss=wgan", "optimizer.optimizer.eps=1e-3", "trainer.max_steps=8"),
 }
 
 
