@@ -343,7 +343,8 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
                   + ("**reached**" if reached else "**not reached**")
                   + f" at {args.budget} generator updates (best: {best[0]}, {best[1]}/{best[2]} seeds at the goal, "
                   f"{best[3]:.1f} modes and {100 * best[4]:.1f}% high quality on average). "
-                  "REFERENCE section 7: at CPU budgets this is open (Adam needed ~60k steps for 22 modes / 67%).",
+                  "REFERENCE section 7: at CPU budgets this is open (Adam needed ~60k steps for 22 modes / 67%); the "
+                  "long-budget protocol is `--experiment mlp_grid25_long` (experiments/README.md, \"Mode collapse\").",
                   ""]
     failures = [r for r in records if r.get("status") != "finished"]
     if failures:
@@ -427,7 +428,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the runs folder b<budget><tag> and of the results files")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="gpu: trainer=gpu per cell")
     parser.add_argument("--cli-check", action="store_true",
-                        help="rerun the first finished cell with `python -m src.run` and report whether it agrees")
+                        help="rerun the cheapest finished cell with `python -m src.run` and report whether it agrees")
     args = parser.parse_args()
     os.chdir(ROOT)
     quiet(args.threads)
@@ -479,7 +480,8 @@ def main() -> None:
                                f"{rec['generator_updates']} generator updates, expected {args.budget}")
 
     if args.cli_check:
-        first = next((r for r in records if r.get("status") == "finished"), None)
+        done = [r for r in records if r.get("status") == "finished"]
+        first = min(done, key=lambda r: r["wall_s"]) if done else None  # the cheapest cell
         if first is not None:
             args.cli_result = cli_check(first, args.runs_dir / f"b{args.budget}{args.tag}" / "cli_check")
             print(args.cli_result, flush=True)
