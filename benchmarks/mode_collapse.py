@@ -42,6 +42,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +139,6 @@ def run_cell(task: dict) -> dict:
     out.mkdir(parents=True)
 
     import numpy as np
-    import torch
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
@@ -265,9 +265,7 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
     import torch
 
     reused = sum(1 for r in records if r.get("reused"))
-    devices = {}
-    for r in records:
-        devices[r.get("where") or r.get("accelerator", "cpu")] = devices.get(r.get("where") or r.get("accelerator", "cpu"), 0) + 1
+    devices = Counter(r.get("where") or r.get("accelerator", "cpu") for r in records)
     flags = f"--budget {args.budget} --seeds {args.seeds} --zero-sum-loss {args.zero_sum_loss}"
     if args.experiment != "mlp_{dataset}":
         flags += f" --experiment {args.experiment}"

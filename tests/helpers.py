@@ -45,6 +45,20 @@ def run_cli(args: list[str], run_dir: Path, env: dict | None = None, timeout: in
     return RunResult(proc, Path(run_dir))
 
 
+def start_until_checkpoint(python_args: list[str], run_dir: Path, timeout: float = 300):
+    """Start `python PYTHON_ARGS hydra.run.dir=RUN_DIR` (a run that writes checkpoints/last.ckpt) in the
+    background; return (the process, the checkpoint path) once the checkpoint exists or the run ended."""
+    import time
+
+    proc = subprocess.Popen([sys.executable, *python_args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
+    deadline = time.time() + timeout
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    return proc, ckpt
+
+
 def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/advtrain-test"):
     """The config `python -m src.run OVERRIDES` would get, with paths.output_dir set to `output_dir`
     and the Hydra node removed (so it resolves outside a Hydra run)."""

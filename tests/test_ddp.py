@@ -60,20 +60,11 @@ def test_a_signal_to_one_rank_stops_both_at_the_same_step(tmp_path):
     """SIGTERM to rank 0's process only (a multi-node job's signals can arrive a batch apart): every
     rank stops at the same step, last.ckpt is written, no process hangs in a collective."""
     import signal
-    import subprocess
-    import sys
-    import time
 
-    from tests.helpers import ROOT, clean_env
+    from tests.helpers import start_until_checkpoint
 
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "src.run", *COMMON, "trainer=ddp_cpu", "trainer.max_steps=4000",
-                             "callbacks.last_checkpoint.every_n_train_steps=10", f"hydra.run.dir={run_dir}"],
-                            cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    proc, ckpt = start_until_checkpoint(["-m", "src.run", *COMMON, "trainer=ddp_cpu", "trainer.max_steps=4000",
+                                         "callbacks.last_checkpoint.every_n_train_steps=10"], tmp_path / "run")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:] + err[-3000:]

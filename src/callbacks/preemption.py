@@ -9,11 +9,14 @@ nears its time limit) is not bypassed: once the checkpoint is written, src.run h
 it (``RunInterrupted.hand_over``), so the requeued job resumes from this step, not from an older one."""
 from __future__ import annotations
 
+import functools
 import signal
 from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
+import torch
+from torch.distributed import ReduceOp
 
 from src.utils.errors import RunInterrupted
 
@@ -54,9 +57,6 @@ class GracefulShutdown(pl.Callback):
         if trainer.world_size > 1:
             # All processes stop at the same step: every rank asks every batch (one tiny all-reduce), since
             # a signal can reach the ranks of a multi-node job a batch apart; any rank's signal stops all.
-            import torch
-            from torch.distributed import ReduceOp
-
             mine = torch.tensor(int(self.received or 0), device=pl_module.device)
             self.received = int(trainer.strategy.reduce(mine, reduce_op=ReduceOp.MAX)) or None
         if self.received is None:
@@ -65,12 +65,10 @@ class GracefulShutdown(pl.Callback):
         trainer.save_checkpoint(path)
         name = signal.Signals(self.received).name
         previous = self._previous.get(self.received)
+        # the handler installed before the run (submitit's: requeue this job, then exit) gets the signal
         hand_over = None
         if callable(previous) and trainer.is_global_zero:
-            signum = self.received
-
-            def hand_over() -> None:  # e.g. submitit's: requeue this job, then exit
-                previous(signum, None)
+            hand_over = functools.partial(previous, self.received, None)
 
         raise RunInterrupted(f"{name} received at step {trainer.global_step}: saved {path}; resume with "
                              f"`python -m src.run ckpt_path={path}`", exit_code=128 + int(self.received),

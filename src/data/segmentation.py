@@ -422,6 +422,7 @@ class FileSegmentationDataModule(SegmentationDataModule):
             resize = [int(s) for s in resize]
             require(len(resize) == 2 and min(resize) >= 1, "dataset.resize", f"expected [h, w], got {resize}")
         self.resize = resize
+        self._sources: tuple[SegmentationSource, SegmentationSource] | None = None  # found by check()
 
     def missing(self, path: Path) -> DataError:
         return missing_data(self.name, path, self.layout)
@@ -450,7 +451,7 @@ class FileSegmentationDataModule(SegmentationDataModule):
         return items
 
     def build_sources(self) -> tuple[SegmentationSource, SegmentationSource]:
-        if getattr(self, "_sources", None) is not None:
+        if self._sources is not None:
             return self._sources
         root = self.resolve_root()
         decoder = self.decoder()

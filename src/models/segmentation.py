@@ -189,15 +189,16 @@ class Segmentation(SegmentationEvaluation, TwoPlayerModule):
         if unlabeled is not None and not self._warned_unlabeled:
             log.warning("Segmentation is supervised: the unlabeled batches are not used (set dataset.unlabeled=false)")
             self._warned_unlabeled = True
+        mean = self.pixel_mean
         if hasattr(self.segmenter, "forward_with_aux") and self.aux_weight > 0:
             outs = self.segmenter.forward_with_aux(x)
             logits = outs["out"]
-            loss = self.loss_fn(logits, y, mean=self.pixel_mean)
+            loss = self.loss_fn(logits, y, mean=mean)
             if "aux" in outs:
-                loss = loss + self.aux_weight * self.loss_fn(outs["aux"], y, mean=self.pixel_mean)
+                loss = loss + self.aux_weight * self.loss_fn(outs["aux"], y, mean=mean)
         else:
             logits = self.segmenter(x)
-            loss = self.loss_fn(logits, y, mean=self.pixel_mean)
+            loss = self.loss_fn(logits, y, mean=mean)
         self.player_step("segmenter", loss)
         n = x.shape[0]
         self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)

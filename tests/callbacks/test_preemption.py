@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from tests.helpers import ROOT, clean_env
+from tests.helpers import start_until_checkpoint
 
 ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=120", "trainer.limit_val_batches=1",
         "model.num_eval_samples=50", "trainer.enable_progress_bar=false", "model.metrics={}"]
@@ -17,14 +15,7 @@ ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=120", "trainer
 
 def _start_until_first_checkpoint(python_args: list[str], run_dir):
     """Start `python PYTHON_ARGS ARGS` (a run writing last.ckpt every 4 steps); return once it wrote one."""
-    proc = subprocess.Popen([sys.executable, *python_args, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4",
-                             f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    return proc, ckpt
+    return start_until_checkpoint([*python_args, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4"], run_dir)
 
 
 @pytest.mark.slow
