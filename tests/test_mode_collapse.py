@@ -43,7 +43,7 @@ def test_benchmark_cells_are_cli_commands_of_the_presets():
     assert bench.cell_overrides("grid25", "acgd", 0, 100, acgd, "wgan") == [
         "+experiment=mlp_grid25", "optimizer=acgd", "seed=0", "trainer.max_steps=100", "model.loss=wgan"]
     long = bench.optimizer_facts("adam", "mlp_grid25_long", ("model.loss=ns",))
-    assert (long["lr"], long["batch"], long["loss"], long["schedule_length"]) == (1e-3, 1024, "ns", True)
+    assert (long["lr"], long["batch"], long["loss"], long["schedule_length"]) == (1e-3, 256, "ns", True)
     assert bench.cell_overrides("grid25", "adam", 1, 500, long, "wgan", "mlp_grid25_long", ("model.loss=ns",)) == [
         "+experiment=mlp_grid25_long", "optimizer=adam", "seed=1", "trainer.max_steps=1000", "model.loss=ns",
         "optimizer.scheduler.total_iters=500"]
