@@ -480,9 +480,9 @@ def main() -> None:
 
     if args.cli_check:
         done = [r for r in records if r.get("status") == "finished"]
-        first = min(done, key=lambda r: r["wall_s"]) if done else None  # the cheapest cell
-        if first is not None:
-            args.cli_result = cli_check(first, args.runs_dir / f"b{args.budget}{args.tag}" / "cli_check")
+        cheapest = min(done, key=lambda r: r["wall_s"]) if done else None
+        if cheapest is not None:
+            args.cli_result = cli_check(cheapest, args.runs_dir / f"b{args.budget}{args.tag}" / "cli_check")
             print(args.cli_result, flush=True)
     floor = {d: [untrained(d, seed) for seed in range(args.seeds)] for d in args.datasets}
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,8 +49,6 @@ def run_cli(args: list[str], run_dir: Path, env: dict | None = None, timeout: in
 def start_until_checkpoint(python_args: list[str], run_dir: Path, timeout: float = 300):
     """Start `python PYTHON_ARGS hydra.run.dir=RUN_DIR` (a run that writes checkpoints/last.ckpt) in the
     background; return (the process, the checkpoint path) once the checkpoint exists or the run ended."""
-    import time
-
     proc = subprocess.Popen([sys.executable, *python_args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=clean_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"

@@ -184,9 +184,9 @@ def test_optuna_search_records_failed_trials_and_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_joblib_runs_two_experiments_in_parallel(tmp_path):
-    """`+experiment=glob(mlp_*,exclude=*_long)` expands to the two short MLP presets; joblib runs them side by side, both in
-    the one default sweep directory (each worker process resolves the sweep directory again; the
-    command-line task_name keeps the presets' own task names out of it)."""
+    """`+experiment=glob(mlp_*,exclude=*_long)` expands to the two short MLP presets; joblib runs them side
+    by side, both in the one default sweep directory (each worker process resolves the sweep directory
+    again; the command-line task_name keeps the presets' own task names out of it)."""
     needs("hydra_joblib_launcher")
     proc = sweep(["+launcher=joblib", "+experiment=glob(mlp_*,exclude=*_long)", *TINY[1:], "task_name=mlp",
                   f"paths.log_dir={tmp_path}"], None)
