@@ -14,12 +14,13 @@ from typing import Any
 import hydra
 from hydra.errors import InstantiationException
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
 from src.utils.config import hydra_choices, hydra_overrides, resolved_container
-from src.utils.errors import ConfigError, UserError
+from src.utils.errors import ConfigError, RunInterrupted, UserError
 from src.utils.resume import check_checkpoint, read_run_info, resume_config, run_dir_of, write_run_info
 from src.utils.schema import validate_config
 
@@ -174,13 +175,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_run_info(output_dir, info)
         OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-
     summary = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
-    val_steps = {e.get("final_step") for k, e in summary.metrics.items() if k.startswith("val/")}
-    if cfg.get("validate_after_fit") and not trainer.fast_dev_run and trainer.global_step not in val_steps:
-        trainer.validate(model, datamodule=datamodule, verbose=False)
-        summary.record(trainer)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        val_steps = {e.get("final_step") for k, e in summary.metrics.items() if k.startswith("val/")}
+        if cfg.get("validate_after_fit") and not trainer.fast_dev_run and trainer.global_step not in val_steps:
+            trainer.validate(model, datamodule=datamodule, verbose=False)
+            summary.record(trainer)
+    except SIGTERMException as err:
+        # Lightning's own handler, active outside the training steps GracefulShutdown covers (the final
+        # validation), raises a SystemExit that would otherwise end the process with status 0
+        last = output_dir / "checkpoints" / "last.ckpt"
+        resume = f"resume with `python -m src.run ckpt_path={last}`" if last.is_file() else "no last.ckpt yet"
+        raise RunInterrupted(f"SIGTERM received at step {trainer.global_step} outside the training steps (e.g. "
+                             f"in the final validation): stopped; {resume}") from err
     path = summary.write(trainer)
     if trainer.is_global_zero:
         log.info("summary: %s", path)

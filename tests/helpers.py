@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytorch_lightning as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -75,3 +78,13 @@ def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/a
     return cfg
 
 
+
+
+class SigtermInStandaloneValidation(pl.Callback):
+    """Test-only callback (`+callbacks.x._target_=tests.helpers.SigtermInStandaloneValidation`): the process
+    sends itself SIGTERM in the first batch of a `trainer.validate` (the run's final validation)."""
+
+    def on_validation_batch_start(self, trainer, *args, **kwargs) -> None:
+        if trainer.state.fn == "validate" and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)

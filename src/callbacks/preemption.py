@@ -35,12 +35,27 @@ class GracefulShutdown(pl.Callback):
         self.received = signum
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        self.received = None
+        # the handlers installed before the run (submitit's); Lightning registers its own after this hook
+        self._previous = {sig: signal.getsignal(sig) for sig in self.signals}
+
+    def on_sanity_check_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._install()
+
+    def _install(self) -> None:
+        """Replace, not chain, Lightning's SIGTERM handler (registered after on_fit_start): under DDP it
+        forwards the signal to the other local ranks and runs a broadcast inside the signal handler, which can
+        pair with another collective of a rank that is elsewhere in its step and hang both. Our handler only
+        sets a flag; the ranks agree on it in `on_train_batch_end`."""
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             return
         for sig in self.signals:
-            self._previous[sig] = signal.signal(sig, self._handler)
+            signal.signal(sig, self._handler)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._restore()
@@ -49,9 +64,12 @@ class GracefulShutdown(pl.Callback):
         self._restore()
 
     def _restore(self) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size > 1:

@@ -86,9 +86,11 @@ class RunSummary(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.record(trainer)
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
         from src.utils.errors import RunInterrupted
 
-        kind = "interrupted" if isinstance(exception, RunInterrupted) else "failed"
+        kind = "interrupted" if isinstance(exception, (RunInterrupted, SIGTERMException)) else "failed"
         self.status = f"{kind}: {type(exception).__name__}: {exception}"
         self.write(trainer)
 

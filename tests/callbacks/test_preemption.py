@@ -5,7 +5,11 @@ import signal
 import time
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.demos.boring_classes import BoringModel
+
+from src.callbacks.preemption import GracefulShutdown
 
 from tests.helpers import start_until_checkpoint
 
@@ -69,4 +73,63 @@ def test_sigusr2_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path):
     import json
 
     status = json.loads((run_dir / "summary.json").read_text())["status"]
+    assert status.startswith("interrupted"), status
+
+
+class _RecordHandler(pl.Callback):
+    def __init__(self):
+        self.seen = set()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.seen.add(signal.getsignal(signal.SIGTERM))
+
+
+def _fit(callbacks, model) -> None:
+    trainer = pl.Trainer(max_steps=3, limit_val_batches=1, num_sanity_val_steps=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks)
+    trainer.fit(model)
+
+
+class _Failing(BoringModel):
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 1:
+            raise ValueError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("model", [BoringModel, _Failing])
+def test_only_our_handler_is_active_in_training_and_the_previous_one_is_back_after(model, tmp_path):
+    """Lightning registers a SIGTERM handler after on_fit_start whose DDP branch runs a broadcast inside the
+    handler (it hung a 2-rank run in CI): training runs under GracefulShutdown's handler alone, and the
+    handler from before the fit is back afterwards, also when training raised."""
+    def before(signum, frame):
+        pass
+
+    old = signal.signal(signal.SIGTERM, before)
+    try:
+        shutdown, record = GracefulShutdown(str(tmp_path)), _RecordHandler()
+        if model is _Failing:
+            with pytest.raises(ValueError, match="boom"):
+                _fit([shutdown, record], model())
+        else:
+            _fit([shutdown, record], model())
+        assert record.seen == {shutdown._handler}
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_final_validation_exits_143_and_records_interrupted(cli):
+    """Outside the training steps Lightning's own handler acts (its SIGTERMException is a SystemExit that
+    would exit 0): the run still exits 128 + 15, says how to resume, and summary.json says interrupted."""
+    run = cli(*ARGS, "trainer.max_steps=6", "trainer.limit_val_batches=3", "validate_after_fit=true",
+              "+callbacks.sigterm._target_=tests.helpers.SigtermInStandaloneValidation")
+    assert run.returncode == 128 + signal.SIGTERM, run.output[-3000:]
+    assert "SIGTERM received at step 6 outside the training steps" in run.output
+    assert "ckpt_path=" in run.output
+    import json
+
+    status = json.loads((run.run_dir / "summary.json").read_text())["status"]
     assert status.startswith("interrupted"), status
