@@ -78,13 +78,14 @@ def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/a
     return cfg
 
 
-
-
 class SigtermInStandaloneValidation(pl.Callback):
     """Test-only callback (`+callbacks.x._target_=tests.helpers.SigtermInStandaloneValidation`): the process
     sends itself SIGTERM in the first batch of a `trainer.validate` (the run's final validation)."""
 
+    def __init__(self):
+        self.sent = False
+
     def on_validation_batch_start(self, trainer, *args, **kwargs) -> None:
-        if trainer.state.fn == "validate" and not getattr(self, "sent", False):
+        if trainer.state.fn == "validate" and not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)

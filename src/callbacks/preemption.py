@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import signal
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -50,12 +51,7 @@ class GracefulShutdown(pl.Callback):
         forwards the signal to the other local ranks and runs a broadcast inside the signal handler, which can
         pair with another collective of a rank that is elsewhere in its step and hang both. Our handler only
         sets a flag; the ranks agree on it in `on_train_batch_end`."""
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in self.signals:
-            signal.signal(sig, self._handler)
+        self._set_handlers({sig: self._handler for sig in self.signals})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._restore()
@@ -64,12 +60,14 @@ class GracefulShutdown(pl.Callback):
         self._restore()
 
     def _restore(self) -> None:
-        import threading
+        self._set_handlers(self._previous)
 
+    @staticmethod
+    def _set_handlers(handlers: dict) -> None:
         if threading.current_thread() is not threading.main_thread():
-            return
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            return  # signal.signal works in the main thread only
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)  # None: set from C
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size > 1:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 # Metrics where larger is better; everything else (losses, distances, KL, FID) is best when smallest.
 HIGHER_IS_BETTER = ("modes_captured", "hq_fraction", "miou", "macc", "aacc", "acc", "accuracy", "is", "iou",
@@ -86,8 +87,6 @@ class RunSummary(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.record(trainer)
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
         from src.utils.errors import RunInterrupted
 
         kind = "interrupted" if isinstance(exception, (RunInterrupted, SIGTERMException)) else "failed"

@@ -1,6 +1,7 @@
 """SIGTERM mid-run writes a checkpoint; resuming from it reaches the uninterrupted run's weights."""
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -70,8 +71,6 @@ def test_sigusr2_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path):
     assert "SIGUSR2 received" in err
     step = torch.load(ckpt, weights_only=True)["global_step"]
     assert first is not None and first <= step < 120, "the checkpoint holds the step the signal stopped at"
-    import json
-
     status = json.loads((run_dir / "summary.json").read_text())["status"]
     assert status.startswith("interrupted"), status
 
@@ -129,7 +128,5 @@ def test_sigterm_in_the_final_validation_exits_143_and_records_interrupted(cli):
     assert run.returncode == 128 + signal.SIGTERM, run.output[-3000:]
     assert "SIGTERM received at step 6 outside the training steps" in run.output
     assert "ckpt_path=" in run.output
-    import json
-
     status = json.loads((run.run_dir / "summary.json").read_text())["status"]
     assert status.startswith("interrupted"), status
