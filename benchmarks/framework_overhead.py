@@ -63,9 +63,9 @@ def framework(batches: int, out: Path) -> float:
     from omegaconf import open_dict
 
     from src.train import train
-    from src.utils.config import register_resolvers
+    from src.utils.config import register_configs
 
-    register_resolvers()
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
             f"trainer.max_steps={2 * batches}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",

@@ -67,9 +67,9 @@ BASE_OVERRIDES = ["logger=csv", "trainer.enable_progress_bar=false", "trainer.ma
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from src.utils.config import register_resolvers
+    from src.utils.config import register_configs
 
-    register_resolvers()
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
@@ -146,9 +146,9 @@ def run_cell(task: dict) -> dict:
     from src.metrics.mode_coverage import mode_statistics
     from src.data.mixtures import mixture_centers
     from src.train import train
-    from src.utils.config import register_resolvers
+    from src.utils.config import register_configs
 
-    register_resolvers()
+    register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         device = ["trainer=gpu"] if task.get("accelerator") == "gpu" else []
         cfg = compose(config_name="config", overrides=task["overrides"] + BASE_OVERRIDES + device,

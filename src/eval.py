@@ -38,10 +38,10 @@ load_environment()
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from src.utils.config import register_resolvers  # noqa: E402
+from src.utils.config import register_configs  # noqa: E402
 from src.utils.errors import UserError  # noqa: E402
 
-register_resolvers()
+register_configs()
 log = logging.getLogger("src.eval")
 
 #: module prefixes a checkpoint's config may name as `_target_` for the model and data

@@ -1,5 +1,5 @@
-"""Entry point: `python -m src.run [+experiment=NAME] [group=option ...] [key=value ...]`, and
-`python -m src.run -m ...` for sweeps. See README.md.
+"""Entry point: `python -m src.run [experiment=NAME] [group=option ...] [key=value ...]`, and
+`python -m src.run -m ...` for sweeps (`+experiment=NAME` is read as `experiment=NAME`). See README.md.
 
 In a sweep, a job that fails (bad config, missing data, divergence, a crash) is recorded as failed in its
 own summary.json and returns NaN (Optuna marks the trial failed), and the sweep goes on."""
@@ -16,10 +16,11 @@ load_environment()  # before Hydra composes: .env may set DATA_DIR, OUTPUT_DIR, 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from src.utils.config import register_resolvers  # noqa: E402
+from src.utils.cli import normalise_argv  # noqa: E402
+from src.utils.config import register_configs  # noqa: E402
 from src.utils.errors import RunInterrupted, UserError  # noqa: E402
 
-register_resolvers()
+register_configs()
 log = logging.getLogger("src.run")
 
 
@@ -67,4 +68,9 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = normalise_argv(sys.argv[1:])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

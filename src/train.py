@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
+from src.optim.factory import OptimizerGroup
 from src.utils.config import hydra_choices, hydra_overrides, resolved_container
 from src.utils.errors import ConfigError, RunInterrupted, UserError
-from src.utils.resume import check_checkpoint, read_run_info, resume_config, run_dir_of, write_run_info
+from src.utils.resume import check_checkpoint, read_run_info, resume_config, write_run_info
 from src.utils.schema import validate_config
 
 log = logging.getLogger(__name__)
@@ -48,59 +49,26 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     return instantiate(args, "dataset")
 
 
-def build_model(cfg: DictConfig) -> pl.LightningModule:
-    return instantiate(cfg.model, "model")
+def build_model(cfg: DictConfig, train: bool = True) -> pl.LightningModule:
+    """The LightningModule of `cfg.model`, with the optimizer group when it is to be trained."""
+    optimizer = OptimizerGroup(cfg.optimizer) if train else None
+    return instantiate(cfg.model, "model", optimizer=optimizer)
 
 
-def build_callbacks(cfg: DictConfig, summary_extra: dict, config: dict, choices: dict) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = []
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
         if "_target_" not in node:
             raise ConfigError(f"callbacks.{name}: needs a _target_")
-        kwargs = {"extra": summary_extra} if node._target_.endswith("RunSummary") else {}
-        callbacks.append(instantiate(node, f"callbacks.{name}", _convert_="all", **kwargs))
-    callbacks.append(ConfigInCheckpoint(config, choices, int(cfg.seed)))
+        callbacks.append(instantiate(node, f"callbacks.{name}", _convert_="all"))
     return callbacks
 
 
-def _run_name(overrides: list[str]) -> str | None:
-    keep = [o for o in overrides if not o.startswith(("ckpt_path", "hydra", "paths."))]
-    return ",".join(keep)[:120] or None
-
-
-def _sweep_name() -> str | None:
-    """The sweep directory's name in a multirun (e.g. 2026-11-23_22-04-55-571980_2843), else None."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(str(HydraConfig.get().sweep.dir)).name or None
-
-
-def build_loggers(cfg: DictConfig, resume_info: dict, overrides: list[str]) -> list:
-    loggers = []
-    for name, node in (cfg.get("logger") or {}).items():
-        if node is None:
-            continue
-        kwargs: dict[str, Any] = {}
-        if node._target_.endswith("WandbLogger"):
-            if node.get("name") is None:
-                kwargs["name"] = _run_name(overrides)
-            sweep = _sweep_name()
-            if sweep is not None:  # the jobs of one sweep form one wandb group: <group>/<sweep dir name>
-                kwargs["group"] = f"{node.get('group') or cfg.task_name}/{sweep}"
-                import wandb
-
-                if wandb.run is not None:  # the previous job of this sweep process left its run open:
-                    wandb.finish()         # close it, or WandbLogger would log this job into it
-            if resume_info.get("wandb_id"):
-                # continue the original wandb run
-                kwargs.update(id=resume_info["wandb_id"], resume="allow")
-        loggers.append(instantiate(node, f"logger.{name}", **kwargs))
-    return loggers
+def build_loggers(cfg: DictConfig) -> list:
+    return [instantiate(node, f"logger.{name}") for name, node in (cfg.get("logger") or {}).items()
+            if node is not None]
 
 
 def previous_attempt(output_dir: Path, overrides: list[str]) -> tuple[str, Any] | None:
@@ -132,7 +100,6 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one run; returns the summary dict (also written to <output_dir>/summary.json)."""
     choices, overrides = hydra_choices(), hydra_overrides()
-    resume_info: dict = {}
     attempt = previous_attempt(Path(cfg.paths.output_dir), overrides) if not cfg.get("ckpt_path") else None
     if attempt and attempt[0] == "finished":
         log.info("this job already finished in %s: skipped", cfg.paths.output_dir)
@@ -145,8 +112,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             cfg.ckpt_path = str(attempt[1])
     if cfg.get("ckpt_path"):
         ckpt = check_checkpoint(cfg.ckpt_path)
-        cfg = resume_config(cfg, str(ckpt), overrides, choices)
-        resume_info = read_run_info(run_dir_of(ckpt))
+        cfg, choices, overrides = resume_config(cfg, str(ckpt), overrides, choices)
     validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -154,15 +120,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
-    if hasattr(datamodule, "check"):
-        datamodule.check()  # missing or corrupt data fails here, before loggers start
+    datamodule.check()  # missing or corrupt data fails here, before loggers start
     model = build_model(cfg)
-    model.plan_optimizers() if hasattr(model, "plan_optimizers") else None  # optimizer config errors now
-    summary_extra = {"seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices,
-                     "overrides": overrides, "output_dir": str(output_dir.resolve()),
-                     "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None}
-    callbacks = build_callbacks(cfg, summary_extra, config, choices)
-    loggers = build_loggers(cfg, resume_info, overrides)
+    model.check_training()  # optimizer and update-rule errors fail here too
+    summary = RunSummary(str(output_dir / "summary.json"), extra={
+        "seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices, "overrides": overrides,
+        "output_dir": str(output_dir.resolve()),
+        "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None})
+    callbacks = [*build_callbacks(cfg), summary, ConfigInCheckpoint(config, choices, int(cfg.seed))]
+    loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     info = {"seed": int(cfg.seed), "choices": choices, "overrides": overrides}
@@ -175,11 +141,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_run_info(output_dir, info)
         OmegaConf.save(OmegaConf.create(config), output_dir / "config_resolved.yaml")
 
-    summary = next(c for c in trainer.callbacks if isinstance(c, RunSummary))
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        val_steps = {e.get("final_step") for k, e in summary.metrics.items() if k.startswith("val/")}
-        if cfg.get("validate_after_fit") and not trainer.fast_dev_run and trainer.global_step not in val_steps:
+        if cfg.get("validate_after_fit") and not trainer.fast_dev_run and not summary.validated_at(trainer.global_step):
             trainer.validate(model, datamodule=datamodule, verbose=False)
             summary.record(trainer)
     except SIGTERMException as err:

@@ -68,9 +68,9 @@ def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/a
     from hydra import initialize_config_dir
     from omegaconf import open_dict
 
-    from src.utils.config import register_resolvers
+    from src.utils.config import register_configs
 
-    register_resolvers()
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=overrides or [])
     with open_dict(cfg):

@@ -46,9 +46,9 @@ def hydra_node(overrides: list[str], key: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from src.utils.config import register_resolvers
+    from src.utils.config import register_configs
 
-    register_resolvers()
+    register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # ${hydra:...} resolves

@@ -13,16 +13,6 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-# Metrics where larger is better; everything else (losses, distances, KL, FID) is best when smallest.
-HIGHER_IS_BETTER = ("modes_captured", "hq_fraction", "miou", "macc", "aacc", "acc", "accuracy", "is", "iou",
-                    "d_real", "psnr", "ssim")
-
-
-def metric_mode(name: str) -> str:
-    leaf = name.rsplit("/", 1)[-1].lower()
-    return "max" if any(leaf == k or leaf.startswith(k + "_") for k in HIGHER_IS_BETTER) else "min"
-
-
 def _scalar(value: Any) -> float | None:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -44,29 +34,42 @@ def metric_protocols(trainer: pl.Trainer | None) -> dict[str, dict]:
 
 
 class RunSummary(pl.Callback):
+    """Tracks the final and best value of every logged metric. Whether a metric is better high or low is
+    declared where it is made (the model's ``metric_modes``: its monitor, its metric objects' ``modes``,
+    callbacks such as Timing); anything undeclared (losses, distances) is best at its minimum."""
+
     def __init__(self, path: str, extra: dict | None = None):
         self.path = Path(path)
         self.extra = dict(extra or {})
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.modes: dict[str, str] = {}
         self.started = time.time()
         self.status = "running"
 
     # -------------------------------------------------------------------------------------- tracking
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.modes = pl_module.metric_modes
+
     def record(self, trainer: pl.Trainer) -> None:
         step = trainer.global_step
         for name, value in trainer.callback_metrics.items():
             v = _scalar(value)
-            if v is None:
+            if v is None or name == "step":
                 continue
-            entry = self.metrics.setdefault(name, {"mode": metric_mode(name), "best": None, "best_step": None})
+            entry = self.metrics.setdefault(name, {"best": None, "best_step": None})
+            entry["mode"] = self.modes.get(name, "min")
             entry["final"], entry["final_step"] = v, step
             better = (entry["best"] is None or not math.isfinite(entry["best"])
                       or (v > entry["best"] if entry["mode"] == "max" else v < entry["best"]))
             if math.isfinite(v) and better:
                 entry["best"], entry["best_step"] = v, step
 
+    def validated_at(self, step: int) -> bool:
+        """Whether validation numbers were recorded at `step`."""
+        return any(e.get("final_step") == step for k, e in self.metrics.items() if k.startswith("val/"))
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+        if trainer.global_step % max(int(trainer.log_every_n_steps or 1), 1) == 0:
             self.record(trainer)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -79,10 +82,6 @@ class RunSummary(pl.Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.record(trainer)
         self.status = "finished"
-        self.write(trainer)
-
-    def on_test_end(self, trainer, pl_module) -> None:
-        self.record(trainer)
         self.write(trainer)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

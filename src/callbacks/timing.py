@@ -33,6 +33,9 @@ class Timing(pl.Callback):
         self._t0: float | None = None
         self.first_step_s: float | None = None
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        pl_module.metric_modes["perf/train_batches_per_s"] = "max"
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.first_step_s is None:
             self.first_step_s = time.time() - process_start_time()

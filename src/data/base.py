@@ -12,7 +12,7 @@ from src.data.sampling import ResumableBatchSampler, ResumableDataLoader
 
 class ResumableDataModule(pl.LightningDataModule):
     """Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set`` and declare
-    ``shape`` (the shape of one sample)."""
+    ``shape`` (the shape of one sample); those that read files override :meth:`check`."""
 
     shape: Sequence[int] = ()
     #: the batch sampler of training loaders (a subclass may e.g. tag each index with the epoch)
@@ -61,8 +61,10 @@ class ResumableDataModule(pl.LightningDataModule):
         return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, collate_fn=self.collate_fn)
 
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+    def check(self) -> object:
+        """Fail fast on missing or corrupt data (before any logger or trainer starts): data modules that
+        read files check them here; generated data has nothing to check."""
+        return None
 
 
 def save_labeled_ids(save_dir, ids, rank: int = 0) -> None:

@@ -74,6 +74,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 
 class GANQuality(nn.Module):
+    #: direction of each key compute() returns
+    modes = {"fid": "min", "kid": "min", "kid_std": "min", "is": "max", "is_std": "min"}
+
     """FID / KID / IS of generated images against the real validation images (update(x, real) / compute()).
 
     Args:

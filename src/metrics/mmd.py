@@ -24,6 +24,7 @@ def gaussian_mmd2(x: Tensor, y: Tensor) -> Tensor:
 class PixelMMD(Metric):
     full_state_update = False
     higher_is_better = False
+    modes = {"mmd": "min"}  # direction of each key compute() returns
 
     def __init__(self, max_real: int = 1000):
         super().__init__()

@@ -38,6 +38,7 @@ class ModeCoverage(Metric):
 
     full_state_update = False
     higher_is_better = True
+    modes = {"modes_captured": "max", "hq_fraction": "max", "reverse_kl": "min"}  # per key of compute()
 
     def __init__(self, mixture: str | None = None, std: float = 0.02, threshold: float = 3.0,
                  centers: Sequence[Sequence[float]] | None = None):

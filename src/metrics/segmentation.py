@@ -79,6 +79,11 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
                 "instead of trainIds?)")
         super().update(preds.long(), target.long())
 
+    @property
+    def modes(self) -> dict[str, str]:
+        """Direction of each key compute() returns: every score is better high."""
+        return {k: "max" for k in ("mIoU", "mAcc", "aAcc", *(f"IoU_{n}" for n in self.class_names))}
+
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         scores = scores_from_confusion(self.confmat)
         out = {"mIoU": scores["mIoU"], "mAcc": scores["mAcc"], "aAcc": scores["aAcc"]}

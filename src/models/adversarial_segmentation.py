@@ -16,8 +16,9 @@ confidence per pixel; real = one-hot ground truth (label 1), fake = softmax(S(x)
     D minimises  (bce(D(y), 1) + bce(D(s_labeled ++ s_unlabeled), 0)) / 2
 
 L_adv = bce(D(s), 1) over pixels; L_semi is the cross-entropy of S(x_u) to its own argmax, only where
-sigmoid(D(s_u)) > t_semi, from iteration ``semi_start`` on (5000 in the paper); the unlabeled adversarial
-term and D's training on unlabeled predictions start at ``semi_adv_start`` (0 in the paper).
+sigmoid(D(s_u)) > t_semi. The unlabeled block -- the unlabeled adversarial term, D's training on
+unlabeled predictions and L_semi -- starts at iteration ``semi_adv_start`` (0 in the paper), and L_semi
+also waits for ``semi_start`` (5000 in the paper), as in the authors' code.
 
 Ignored pixels (255): every labeled term -- cross-entropy, D's real and fake BCE, S's adversarial
 BCE -- is averaged over the pixels that are not ignored, and the discriminator's inputs (real and fake
@@ -26,13 +27,14 @@ reaches an ignored pixel's logits through D's receptive field. Unlabeled images 
 mask: their (diagnostic) ground truth is never used for training, as in the paper's code. In Luc mode,
 an image-level D has no per-pixel BCE, so the input masking is what leaves ignored pixels out.
 
-Per-player optimizers (the default): S's update runs with D's parameters frozen (D receives no gradient
-from S's loss); D's update uses S's predictions detached (S receives no gradient from D's loss). Each
-player has its own optimizer from the optimizer group (per-player overrides, or per-player classes
-via ``players.<name>._target_``; Hung: S SGD 2.5e-4, D Adam 1e-4, both poly: conf/optimizer/hung.yaml).
-A joint game optimizer (CGD, ...) updates both players from a closure; nothing is detached there (the
-optimizer differentiates each loss w.r.t. its own player only, and competitive methods need the mixed
-derivatives); a zero-sum optimizer gets f = L_ce + lambda_semi L_semi - lambda_adv * (D's loss) and -f.
+The update rule comes from the optimizer group (src/models/adversarial.py); the default is
+simultaneous, as in Hung et al.'s code: one forward of S, both players' gradients at the same point (S's
+from its own loss w.r.t. its own parameters only, so D gets nothing from S's loss and S nothing from D's),
+then both step. ``optimizer.update=alternating`` updates S first, then D on S's new predictions. Each
+player has its own optimizer from the optimizer group (per-player settings, or per-player classes via
+``players.<name>._target_``; Hung: S SGD 2.5e-4, D Adam 1e-4, both poly: conf/optimizer/hung.yaml). A joint
+game optimizer (CGD, ...) updates both players from a closure; a zero-sum optimizer gets the value
+f = L_ce + lambda_semi L_semi - lambda_adv * (D's loss).
 
 Logged: train/loss (S's total), train/ce, train/adv, train/adv_unlabeled, train/semi, train/d_loss,
 train/d_acc (pixel accuracy of D on real and fake for hung, image accuracy for luc), train/d_real,
@@ -48,13 +50,12 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from src.losses.reduction import Mean, global_mean, local_mean
 from src.losses.segmentation import cross_entropy, get_segmentation_loss, one_hot
 from src.metrics.segmentation import ConfidenceAccuracy
-from src.models.adversarial import TwoPlayerModule
+from src.models.adversarial import AdversarialModule
 from src.models.segmentation import SegmentationEvaluation, head_param_groups, pixel_accuracy, split_batch
 from src.networks.seg_discriminators import luc_scaling
 from src.utils.errors import ConfigError
@@ -63,6 +64,7 @@ from src.utils.schema import choose, require
 log = logging.getLogger(__name__)
 
 MODES = ("luc", "hung")
+SEGMENTER, DISCRIMINATOR = "segmenter", "discriminator"
 
 
 def masked_bce(logits: Tensor, target: float, mask: Tensor | None = None, mean: Mean = local_mean) -> Tensor:
@@ -76,22 +78,6 @@ def masked_bce(logits: Tensor, target: float, mask: Tensor | None = None, mean: 
     return mean((loss * m).sum(), m.sum())
 
 
-def _frozen(module: nn.Module):
-    """Context: the module's parameters do not require grad (no gradient is computed for them)."""
-
-    class _Ctx:
-        def __enter__(self):
-            self.flags = [p.requires_grad for p in module.parameters()]
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-        def __exit__(self, *exc):
-            for p, flag in zip(module.parameters(), self.flags):
-                p.requires_grad_(flag)
-
-    return _Ctx()
-
-
 def _resize_labels(y: Tensor, size) -> Tensor:
     """Ground truth at the segmenter's output resolution (nearest, so 255 stays 255)."""
     if tuple(y.shape[-2:]) == tuple(size):
@@ -99,13 +85,17 @@ def _resize_labels(y: Tensor, size) -> Tensor:
     return F.interpolate(y[:, None].float(), size=size, mode="nearest")[:, 0].long()
 
 
-class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
+class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
+    # Hung et al.'s code takes both players' gradients at the same point (one forward; both step at
+    # the end of the iteration)
+    default_update = "simultaneous"
+
     def __init__(
         self,
         segmenter: nn.Module,
         discriminator: nn.Module,
         num_classes: int,
-        optimizer: DictConfig | None = None,
+        optimizer=None,
         mode: str = "hung",
         ignore_index: int = 255,
         loss: str = "ce",
@@ -157,11 +147,14 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
         self.head_lr_mult = float(head_lr_mult)
         self._init_evaluation(num_classes, ignore_index, class_names, inference, window, stride)
         self.val_confidence = ConfidenceAccuracy(self.t_semi, ignore_index) if self.mode == "hung" else None
+        self.metric_modes.update({f"{stage}/{name}": "max" for stage in ("train", "val")
+                                  for name in ("pseudo_acc", "pseudo_acc_above", "pseudo_acc_below", "pixel_acc",
+                                               "d_acc")})
         self._warned_unlabeled = False
 
     @property
     def players(self) -> dict[str, nn.Module]:
-        return {"segmenter": self.segmenter, "discriminator": self.discriminator}
+        return {SEGMENTER: self.segmenter, DISCRIMINATOR: self.discriminator}
 
     def player_param_groups(self) -> dict[str, list[dict]]:
         return head_param_groups("segmenter", self.segmenter, self.head_lr_mult)
@@ -186,69 +179,76 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
         return probs * valid.unsqueeze(1).to(probs.dtype) if self.mask_d_input else probs
 
     # --------------------------------------------------------------------------------- schedule
-    @property
-    def iteration(self) -> int:
-        """The 0-based index of the current training batch (TwoPlayerModule counts a batch at its start,
-        so during the first batch batches_seen is 1)."""
-        return max(int(self.batches_seen) - 1, 0)
-
-    def _use_unlabeled_adv(self, unlabeled) -> bool:
+    def _unlabeled_active(self, unlabeled) -> bool:
+        """Whether Hung's unlabeled block runs in this iteration: the unlabeled adversarial term, D's training
+        on unlabeled predictions and L_semi all start at ``semi_adv_start`` (the authors' code gates the
+        whole block by it); L_semi also waits for ``semi_start``."""
         return (self.mode == "hung" and unlabeled is not None and self.iteration >= self.semi_adv_start
-                and (self.lambda_adv_unlabeled > 0 or self.d_on_unlabeled))
+                and (self.lambda_adv_unlabeled > 0 or self.d_on_unlabeled or self.lambda_semi > 0))
 
-    def _use_semi(self, unlabeled) -> bool:
-        return (self.mode == "hung" and unlabeled is not None and self.lambda_semi > 0
-                and self.iteration >= self.semi_start)
+    def _semi_active(self, unlabeled) -> bool:
+        return self._unlabeled_active(unlabeled) and self.lambda_semi > 0 and self.iteration >= self.semi_start
 
-    # ---------------------------------------------------------------------------------- losses
-    def _forward(self, batch):
+    # ---------------------------------------------------------------------------------- the game
+    def _predict(self, batch, players: Sequence[str]):
+        """(x, y at the prediction's resolution, S(x), unlabeled, S(x_u) or None), with a graph through S
+        only when S is being updated."""
         (x, y), unlabeled = split_batch(batch)
-        if unlabeled is not None and self.mode == "luc" and not self._warned_unlabeled:
-            log.warning("mode=luc is supervised: the unlabeled batches are not used")
-            self._warned_unlabeled = True
-        if self.mode == "luc":
+        if unlabeled is not None and self.mode == "luc":
+            if not self._warned_unlabeled:
+                log.warning("mode=luc is supervised: the unlabeled batches are not used")
+                self._warned_unlabeled = True
             unlabeled = None
-        logits = self.segmenter(x)
-        y = _resize_labels(y, logits.shape[-2:])
-        return x, y, logits, unlabeled
+        updating_s = SEGMENTER in players
+        need_u = self._unlabeled_active(unlabeled) and (
+            (updating_s and (self.lambda_adv_unlabeled > 0 or self._semi_active(unlabeled)))
+            or (DISCRIMINATOR in players and self.d_on_unlabeled))
+        with torch.set_grad_enabled(updating_s and torch.is_grad_enabled()):
+            logits = self.segmenter(x)
+            logits_u = self.segmenter(unlabeled[0]) if need_u else None
+        return x, _resize_labels(y, logits.shape[-2:]), logits, unlabeled, logits_u
 
-    def segmenter_loss(self, x: Tensor, y: Tensor, logits: Tensor, unlabeled, logs: dict,
-                       logits_u: Tensor | None = None, parts: dict | None = None) -> Tensor:
-        """S's loss (with the current D); fills `logs` with detached diagnostics and `parts` (if given)
-        with the supervised terms ce and semi, still in the graph."""
-        parts = {} if parts is None else parts
+    def segmenter_terms(self, x: Tensor, y: Tensor, logits: Tensor, unlabeled=None,
+                        logits_u: Tensor | None = None) -> dict[str, Tensor]:
+        """S's loss terms with the current D: ``ce`` and ``adv`` on the labeled batch; with unlabeled
+        predictions ``logits_u`` (Hung's unlabeled block), ``adv_unlabeled`` and, once active, ``semi``.
+        Records the diagnostics."""
         mean = self.pixel_mean
         valid = y != self.ignore_index
-        ce = self.loss_fn(logits, y, mean=mean)
-        probs = logits.softmax(1)
-        adv_logits = self._d_logits(x, self._mask_input(probs, valid))
-        adv = masked_bce(adv_logits, 1.0, valid if self.mode == "hung" else None, mean=mean)
-        loss = ce + self.lambda_adv * adv
-        parts["ce"] = ce
-        logs.update(ce=ce.detach(), adv=adv.detach(), pixel_acc=pixel_accuracy(logits.detach(), y, self.ignore_index))
+        terms = {"ce": self.loss_fn(logits, y, mean=mean)}
+        adv_logits = self._d_logits(x, self._mask_input(logits.softmax(1), valid))
+        terms["adv"] = masked_bce(adv_logits, 1.0, valid if self.mode == "hung" else None, mean=mean)
+        if self.logging_now:
+            self.record(pixel_acc=pixel_accuracy(logits.detach(), y, self.ignore_index))
         if logits_u is not None:
-            xu, yu = unlabeled
-            probs_u = logits_u.softmax(1)
-            d_u = self.discriminator(probs_u)
+            d_u = self.discriminator(logits_u.softmax(1))
             if self.lambda_adv_unlabeled > 0:
-                adv_u = masked_bce(d_u, 1.0, mean=mean)
-                loss = loss + self.lambda_adv_unlabeled * adv_u
-                logs["adv_unlabeled"] = adv_u.detach()
-            conf = torch.sigmoid(d_u.detach()).squeeze(1)
+                terms["adv_unlabeled"] = masked_bce(d_u, 1.0, mean=mean)
+            above = torch.sigmoid(d_u.detach()).squeeze(1) > self.t_semi
             pseudo = logits_u.detach().argmax(1)
-            above = conf > self.t_semi
-            self._log_pseudo(logs, pseudo, yu, above)
-            if self._use_semi(unlabeled):
+            if self.logging_now:
+                self._record_pseudo(pseudo, unlabeled[1], above)
+            if self._semi_active(unlabeled):
                 target = torch.where(above, pseudo, torch.full_like(pseudo, self.ignore_index))
-                semi = cross_entropy(logits_u, target, self.ignore_index, mean=mean)  # L_semi is a cross-entropy
-                loss = loss + self.lambda_semi * semi
-                parts["semi"] = semi
-                logs["semi"] = semi.detach()
-        logs["loss"] = loss.detach()
+                terms["semi"] = cross_entropy(logits_u, target, self.ignore_index, mean=mean)  # L_semi is a CE
+        self.record(**terms)
+        return terms
+
+    def segmenter_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """L_ce + lambda_adv L_adv + lambda_adv_unlabeled L_adv(unlabeled) + lambda_semi L_semi."""
+        weights = {"ce": 1.0, "adv": self.lambda_adv, "adv_unlabeled": self.lambda_adv_unlabeled,
+                   "semi": self.lambda_semi}
+        loss = terms["ce"] + weights["adv"] * terms["adv"]
+        for name in ("adv_unlabeled", "semi"):
+            if name in terms:
+                loss = loss + weights[name] * terms[name]
+        self.record(loss=loss)
         return loss
 
-    def _log_pseudo(self, logs: dict, pseudo: Tensor, yu: Tensor | None, above: Tensor) -> None:
-        logs["semi_fraction"] = above.float().mean()
+    def _record_pseudo(self, pseudo: Tensor, yu: Tensor | None, above: Tensor) -> None:
+        """The share of unlabeled pixels above T_semi, and the accuracy of the argmax pseudo-labels above
+        and below it (against the unlabeled images' diagnostic masks, never used for training)."""
+        self.record(semi_fraction=above.float().mean())
         if yu is None:
             return
         yu = _resize_labels(yu, pseudo.shape[-2:])
@@ -258,11 +258,11 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
         for name, sel in selections:
             n = sel.sum()
             if n > 0:
-                logs[name] = correct[sel].float().sum() / n
+                self.record(**{name: correct[sel].float().sum() / n})
 
-    def discriminator_loss(self, x: Tensor, y: Tensor, probs: Tensor, probs_u: Tensor | None, logs: dict) -> Tensor:
-        """D's loss on the ground truth (real) and the given predictions (fake; the caller detaches them
-        for a per-player update)."""
+    def discriminator_loss(self, x: Tensor, y: Tensor, probs: Tensor, probs_u: Tensor | None = None) -> Tensor:
+        """D's loss on the ground truth (real, label 1) and the predictions `probs` (fake, label 0), and in
+        hung mode also on the unlabeled predictions `probs_u` as fake."""
         mean = self.pixel_mean
         valid = y != self.ignore_index
         real_in = self._mask_input(self._real_input(y, probs.detach()), valid)
@@ -270,9 +270,9 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
         fake = self._d_logits(x, self._mask_input(probs, valid))
         if self.mode == "luc":
             loss = masked_bce(real, 1.0, mean=mean) + masked_bce(fake, 0.0, mean=mean)
-            correct = (real > 0).float().sum() + (fake < 0).float().sum()
-            total = real.numel() + fake.numel()
-            logs.update(d_real=torch.sigmoid(real.detach()).mean(), d_fake=torch.sigmoid(fake.detach()).mean())
+            if self.logging_now:
+                self.record(d_real=torch.sigmoid(real.detach()).mean(), d_fake=torch.sigmoid(fake.detach()).mean(),
+                            d_acc=((real > 0).float().sum() + (fake < 0).float().sum()) / (real.numel() + fake.numel()))
         else:
             real_loss = masked_bce(real, 1.0, valid, mean=mean)
             if probs_u is not None:
@@ -282,81 +282,36 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
                                                         device=fake_u.device)])
             else:
                 fake_all, mask_all = fake, valid
-            fake_loss = masked_bce(fake_all, 0.0, mask_all, mean=mean)
-            loss = 0.5 * (real_loss + fake_loss)
-            correct = ((real.squeeze(1) > 0) & valid).sum() + ((fake_all.squeeze(1) < 0) & mask_all).sum()
-            total = valid.sum() + mask_all.sum()
-            m = valid.float()
-            logs.update(d_real=(torch.sigmoid(real.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1),
-                        d_fake=(torch.sigmoid(fake.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1))
-        logs["d_acc"] = correct.float() / max(int(total), 1)
-        logs["d_loss"] = loss.detach()
+            loss = 0.5 * (real_loss + masked_bce(fake_all, 0.0, mask_all, mean=mean))
+            if self.logging_now:
+                correct = ((real.squeeze(1) > 0) & valid).sum() + ((fake_all.squeeze(1) < 0) & mask_all).sum()
+                m = valid.float()
+                self.record(d_acc=correct.float() / (valid.sum() + mask_all.sum()).clamp_min(1),
+                            d_real=(torch.sigmoid(real.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1),
+                            d_fake=(torch.sigmoid(fake.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1))
+        self.record(d_loss=loss)
         return loss
 
-    # -------------------------------------------------------------------------------- training
-    def training_step(self, batch, batch_idx: int) -> None:
-        x, y, logits, unlabeled = self._forward_maybe_deferred(batch)
-        if self.joint:
-            self._joint_training_step(batch)
-            return
-        logs: dict[str, Tensor] = {}
-        logits_u = None
-        use_u = self._use_unlabeled_adv(unlabeled) or self._use_semi(unlabeled)
-        # Segmenter: D frozen (no gradient for D's parameters from S's loss).
-        with _frozen(self.discriminator):
-            if use_u:
-                logits_u = self.segmenter(unlabeled[0])
-            elif unlabeled is not None:  # diagnostics only: what D thinks of unlabeled predictions
-                with torch.no_grad():
-                    lu = self.segmenter(unlabeled[0])
-                    conf = torch.sigmoid(self.discriminator(lu.softmax(1))).squeeze(1)
-                    self._log_pseudo(logs, lu.argmax(1), unlabeled[1], conf > self.t_semi)
-            s_loss = self.segmenter_loss(x, y, logits, unlabeled, logs, logits_u)
-        self.player_step("segmenter", s_loss)
-        # Discriminator: S's predictions detached (no gradient for S's parameters from D's loss).
-        probs = logits.detach().softmax(1)
-        probs_u = None
-        if logits_u is not None and self.d_on_unlabeled and self._use_unlabeled_adv(unlabeled):
-            probs_u = logits_u.detach().softmax(1)
-        d_loss = self.discriminator_loss(x, y, probs, probs_u, logs)
-        self.player_step("discriminator", d_loss)
-        self._log_train(logs, x.shape[0])
+    def losses(self, batch, players: Sequence[str]) -> dict[str, Tensor]:
+        x, y, logits, unlabeled, logits_u = self._predict(batch, players)
+        out = {}
+        if SEGMENTER in players:
+            out[SEGMENTER] = self.segmenter_loss(self.segmenter_terms(x, y, logits, unlabeled, logits_u))
+        if DISCRIMINATOR in players:
+            probs_u = logits_u.softmax(1) if logits_u is not None and self.d_on_unlabeled else None
+            out[DISCRIMINATOR] = self.discriminator_loss(x, y, logits.softmax(1), probs_u)
+        return out
 
-    def _forward_maybe_deferred(self, batch):
-        if self.joint:  # the closure runs the forward itself
-            (x, y), unlabeled = split_batch(batch)
-            return x, y, None, unlabeled
-        return self._forward(batch)
+    def value(self, batch) -> Tensor:
+        """f = L_ce + lambda_semi L_semi - lambda_adv * (D's loss): S minimises it, D maximises it."""
+        x, y, logits, unlabeled, logits_u = self._predict(batch, self.player_names)
+        terms = self.segmenter_terms(x, y, logits, unlabeled, logits_u)
+        probs_u = logits_u.softmax(1) if logits_u is not None and self.d_on_unlabeled else None
+        f = terms["ce"] - self.lambda_adv * self.discriminator_loss(x, y, logits.softmax(1), probs_u)
+        return f + self.lambda_semi * terms["semi"] if "semi" in terms else f
 
-    def _joint_training_step(self, batch) -> None:
-        opt = self.plan_optimizers().optimizers["joint"]
-        zero_sum = getattr(opt, "requires_zero_sum", False)
-        logs: dict[str, Tensor] = {}
-
-        def closure():
-            x, y, logits, unlabeled = self._forward(batch)
-            use_u = self._use_unlabeled_adv(unlabeled) or self._use_semi(unlabeled)
-            logits_u = self.segmenter(unlabeled[0]) if use_u else None
-            step_logs: dict[str, Tensor] = {}
-            parts: dict[str, Tensor] = {}
-            s_loss = self.segmenter_loss(x, y, logits, unlabeled, step_logs, logits_u, parts)
-            probs_u = logits_u.softmax(1) if (logits_u is not None and self.d_on_unlabeled) else None
-            d_loss = self.discriminator_loss(x, y, logits.softmax(1), probs_u, step_logs)
-            if not logs:
-                logs.update(step_logs)
-            if zero_sum:
-                # S minimises, D maximises: f = ce + lambda_semi semi - lambda_adv * (D's loss).
-                f = parts["ce"] + self.lambda_semi * parts.get("semi", 0.0) - self.lambda_adv * d_loss
-                return f, -f
-            return s_loss, d_loss
-
-        self.joint_step(closure)
-        self._log_train(logs, split_batch(batch)[0][0].shape[0])
-
-    def _log_train(self, logs: Mapping[str, Tensor], batch_size: int) -> None:
-        for key, value in logs.items():
-            self.log(f"train/{key}", value, on_step=True, on_epoch=True, prog_bar=key in ("loss", "d_loss"),
-                     batch_size=batch_size)
+    def zero_sum_error(self) -> str | None:
+        return None
 
     # ------------------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
@@ -373,7 +328,6 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
             self.val_confidence.update(logits.argmax(1), y, self.confidence(logits.softmax(1)))
 
     def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
         if self.val_confidence is not None:
             scores = self.val_confidence.compute()
             names = {"fraction_above": "semi_fraction", "acc_above": "pseudo_acc_above",
@@ -381,6 +335,7 @@ class AdversarialSegmentation(SegmentationEvaluation, TwoPlayerModule):
             values = {f"val/{names[k]}": v for k, v in scores.items() if k in names and torch.isfinite(v)}
             if values:
                 self.log_dict(values, on_epoch=True, sync_dist=False)
+        super().on_validation_epoch_end()
 
     @torch.no_grad()
     def overlay_outputs(self, x: Tensor) -> dict[str, Tensor | None]:

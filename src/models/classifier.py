@@ -1,8 +1,7 @@
-"""Image recognition: a supervised classifier as a one-player :class:`~src.models.adversarial.TwoPlayerModule`.
+"""Image recognition: a supervised classifier, one network and one loss (:class:`~src.models.base.TrainingModule`).
 
-The network is the only player (``players = {"classifier": net}``), so its optimizer comes from the
-``optimizer`` config group through :func:`src.optim.factory.build_optimizers` like every other model's
-(SGD, Adam, nonlinear CG, ...; a joint game optimizer needs two players and is refused).
+The network's optimizer comes from the ``optimizer`` config group (src/optim/factory.py) like every other
+model's (SGD, Adam, nonlinear CG, ...; a joint game optimizer needs two players and is refused).
 
 Validation (:class:`ClassificationEvaluation`, shared with the semi-supervised GAN) logs ``val/loss``,
 ``val/acc`` (top-1 accuracy over the validation set) and ``val/acc_balanced`` (mean per-class recall), and
@@ -26,12 +25,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from src.models.adversarial import TwoPlayerModule
-from src.utils.errors import ConfigError
+from src.models.base import TrainingModule
 from src.utils.schema import require
 
 log = logging.getLogger(__name__)
@@ -97,6 +94,9 @@ class ClassificationEvaluation:
     def classify(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    #: the direction of the metrics logged here (better high)
+    evaluation_modes = {"val/acc": "max", "val/acc_balanced": "max", "train/acc": "max", "train/acc_labeled": "max"}
+
     def on_validation_epoch_start(self) -> None:
         for metric in (self.val_acc, self.val_acc_balanced, self.val_confusion):
             metric.reset()
@@ -113,6 +113,7 @@ class ClassificationEvaluation:
         self.log("val/acc", self.val_acc.compute(), on_epoch=True)
         self.log("val/acc_balanced", self.val_acc_balanced.compute(), on_epoch=True)
         self.last_confusion = self.val_confusion.compute().cpu().numpy()
+        super().on_validation_epoch_end()
         trainer = self._trainer
         if (not self.save_confusion or trainer is None or trainer.sanity_checking or not trainer.is_global_zero
                 or trainer.fast_dev_run):
@@ -142,7 +143,7 @@ class ClassificationEvaluation:
         return self.classify(x).argmax(1)
 
 
-class Classifier(ClassificationEvaluation, TwoPlayerModule):
+class Classifier(ClassificationEvaluation, TrainingModule):
     """Args:
         network: an nn.Module images -> logits (src/networks/classifier.py).
         num_classes: number of classes (checked against the network's ``num_classes``).
@@ -153,7 +154,7 @@ class Classifier(ClassificationEvaluation, TwoPlayerModule):
         save_confusion: write (and log) the confusion matrix PNG at each validation.
     """
 
-    def __init__(self, network: nn.Module, num_classes: int, optimizer: DictConfig | Mapping | None = None,
+    def __init__(self, network: nn.Module, num_classes: int, optimizer=None,
                  label_smoothing: float = 0.0, class_names: Sequence[str] | None = None,
                  confusion_dir: str | None = None, save_confusion: bool = True, seed: int = 0,
                  monitor: Mapping | None = None):
@@ -165,15 +166,11 @@ class Classifier(ClassificationEvaluation, TwoPlayerModule):
         self.network = network
         self.label_smoothing = float(label_smoothing)
         self._init_evaluation(num_classes, class_names, confusion_dir, save_confusion)
+        self.metric_modes.update(self.evaluation_modes)
 
     @property
     def players(self) -> dict[str, nn.Module]:
         return {"classifier": self.network}
-
-    def on_fit_start(self) -> None:
-        if self.joint:
-            raise ConfigError("optimizer: a joint game optimizer needs two players; a classifier has one "
-                              "(use a per-player optimizer such as sgd, adam or ncg)")
 
     def classify(self, x: Tensor) -> Tensor:
         return self.network(x)
@@ -181,12 +178,9 @@ class Classifier(ClassificationEvaluation, TwoPlayerModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def train_iteration(self, batch) -> None:
         (x, y), _ = labeled_part(batch)
         logits = self.network(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.player_step("classifier", loss)
-        n = x.shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/acc", (logits.detach().argmax(1) == y).float().mean(), on_step=True, on_epoch=True,
-                 batch_size=n)
+        self.update("classifier", loss)
+        self.record(loss=loss, acc=(logits.detach().argmax(1) == y).float().mean())

@@ -14,11 +14,12 @@ Games (the equilibrium is (0, 0) in each):
 
 A = a I (``matrix: scalar``) or a seeded Gaussian matrix scaled by a / sqrt(dim) (``matrix: random``).
 
-Training: a joint game optimizer (CGD, ACGD, extragradient, consensus, ...) gets a closure returning
-(f, -f); per-player optimizers (SGD: gradient descent-ascent; optimistic; ...) step each player on its
-own loss, both gradients at the same point (``simultaneous: true``) or x first, then y at the new x
-(``simultaneous: false``). Logged every step: game/f (at the start of the step) and
-game/distance_to_equilibrium (|(x, y)| after the step); at validation val/distance_to_equilibrium.
+The update rule comes from the optimizer group (src/models/adversarial.py): a joint game optimizer (CGD,
+ACGD, extragradient, consensus, ...) gets f; per-player optimizers (SGD: gradient descent-ascent;
+optimistic; ...) step each player on its own loss (x: f, y: -f), by default both gradients at the same
+point (``optimizer.update=simultaneous``) or x first, then y at the new x (``optimizer.update=alternating``).
+Logged every step: train/f (at the start of the step) and train/distance_to_equilibrium (|(x, y)| after
+the step); at validation val/f and val/distance_to_equilibrium.
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ import math
 from typing import Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import ListConfig
 from torch import Tensor, nn
 
-from src.models.adversarial import TwoPlayerModule
+from src.models.adversarial import AdversarialModule
 from src.utils.schema import choose, require
 
 GAMES = ("bilinear", "quadratic_cg", "convex_concave")
@@ -54,10 +55,12 @@ def _vector(value, dim: int, dtype: torch.dtype, key: str) -> Tensor:
     return torch.full((dim,), float(value), dtype=dtype)
 
 
-class Game(TwoPlayerModule):
-    def __init__(self, optimizer: DictConfig | None = None, game: str = "bilinear", dim: int = 1, a: float = 1.0,
+class Game(AdversarialModule):
+    default_update = "simultaneous"
+
+    def __init__(self, optimizer=None, game: str = "bilinear", dim: int = 1, a: float = 1.0,
                  matrix: str = "scalar", mu: float = 1.0, x0: float | Sequence[float] = 1.0,
-                 y0: float | Sequence[float] = 1.0, simultaneous: bool = True, dtype: str = "float64",
+                 y0: float | Sequence[float] = 1.0, dtype: str = "float64",
                  seed: int = 0, monitor: Mapping | None = None):
         super().__init__(optimizer=optimizer, seed=seed, monitor=monitor)
         self.game = choose(game, GAMES, "model.game")
@@ -65,7 +68,7 @@ class Game(TwoPlayerModule):
         choose(dtype, tuple(DTYPES), "model.dtype")
         require(isinstance(dim, int) and dim >= 1, "model.dim", f"must be an integer >= 1, got {dim!r}")
         require(mu >= 0, "model.mu", f"must be >= 0, got {mu}")
-        self.dim, self.a, self.mu, self.simultaneous = dim, float(a), float(mu), bool(simultaneous)
+        self.dim, self.a, self.mu = dim, float(a), float(mu)
         dt = DTYPES[dtype]
         if matrix == "scalar":
             A = self.a * torch.eye(dim, dtype=dt)
@@ -80,46 +83,39 @@ class Game(TwoPlayerModule):
     def players(self) -> dict[str, nn.Module]:
         return {"x": self.x, "y": self.y}
 
+    def zero_sum_error(self) -> str | None:
+        return None
+
     # ------------------------------------------------------------------------------------------ game
-    def value(self, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+    def f(self) -> Tensor:
         """f(x, y); x minimises, y maximises."""
-        x = self.x.weight if x is None else x
-        y = self.y.weight if y is None else y
+        x, y = self.x.weight, self.y.weight
         if self.game == "bilinear":
             return x @ self.A @ y
         if self.game == "quadratic_cg":
             return ((1 + x**2) * (100 - y**2)).sum()
         return 0.5 * self.mu * (x @ x) + x @ self.A @ y - 0.5 * self.mu * (y @ y)
 
+    def value(self, batch) -> Tensor:
+        f = self.f()
+        self.record(f=f)
+        return f
+
+    def losses(self, batch, players: Sequence[str]) -> dict[str, Tensor]:
+        f = self.value(batch)
+        return {p: f if p == "x" else -f for p in players}
+
     def distance_to_equilibrium(self) -> Tensor:
         with torch.no_grad():
             return torch.sqrt(self.x.weight.pow(2).sum() + self.y.weight.pow(2).sum())
 
-    # ----------------------------------------------------------------------------------------- train
-    def training_step(self, batch, batch_idx: int) -> None:
-        if self.joint:
-            def closure():
-                f = self.value()
-                return f, -f
+    def train_iteration(self, batch) -> None:
+        super().train_iteration(batch)
+        self.record(distance_to_equilibrium=self.distance_to_equilibrium())
 
-            f = self.joint_step(closure)[0]
-        else:
-            x, y = self.x.weight, self.y.weight
-            if self.simultaneous:
-                # both losses at the same point: the other player's strategy is a snapshot
-                f = self.value(x, y.detach().clone())
-                loss_y = -self.value(x.detach().clone(), y)
-                self.player_step("x", f)
-                self.player_step("y", loss_y)
-            else:
-                f = self.value(x, y.detach().clone())
-                self.player_step("x", f)
-                self.player_step("y", -self.value(x.detach().clone(), y))
-        self.log("game/f", f.detach(), on_step=True, on_epoch=False)
-        self.log("game/distance_to_equilibrium", self.distance_to_equilibrium(), on_step=True, on_epoch=False,
-                 prog_bar=True)
+    progress_keys = ("distance_to_equilibrium",)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         with torch.no_grad():
-            self.log("val/f", self.value(), on_epoch=True)
+            self.log("val/f", self.f(), on_epoch=True)
         self.log("val/distance_to_equilibrium", self.distance_to_equilibrium(), on_epoch=True)

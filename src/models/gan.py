@@ -1,25 +1,35 @@
-"""The adversarial GAN LightningModule (Goodfellow et al. 2014): generator vs discriminator, trained
-with one optimizer per player (n_critic discriminator steps per generator step) or one joint game
-optimizer (CGD, extragradient, ...), chosen by the `optimizer` config group."""
+"""The adversarial GAN (Goodfellow et al. 2014): generator vs discriminator.
+
+The game: the discriminator minimises ``loss.discriminator(D(x), D(G(z)))`` (+ ``gp_weight`` times the
+gradient penalty for ``wgan_gp``), the generator minimises ``loss.generator(D(G(z)))``; for the zero-sum
+losses (minimax, wgan) the value is f = ``loss.value(D(x), D(G(z)))``, which G minimises and D maximises
+(src/losses/adversarial.py). The update rule comes from the optimizer group (src/models/adversarial.py):
+by default alternating, the discriminator first, with fresh noise for the generator's update, and the
+generator updated every ``n_critic``-th iteration.
+"""
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from src.losses.adversarial import get_adversarial_loss, gradient_penalty
-from src.models.adversarial import TwoPlayerModule
+from src.models.adversarial import AdversarialModule
+from src.optim.factory import OptimizerGroup
 from src.utils.schema import require
 
+GENERATOR, DISCRIMINATOR = "generator", "discriminator"
 
-class GAN(TwoPlayerModule):
+
+class GAN(AdversarialModule):
+    update_order = (DISCRIMINATOR, GENERATOR)
+
     def __init__(
         self,
         generator: nn.Module,
         discriminator: nn.Module,
-        optimizer: DictConfig | None = None,
+        optimizer: OptimizerGroup | Mapping | None = None,
         loss: str = "ns",
         n_critic: int = 1,
         gp_weight: float = 10.0,
@@ -40,6 +50,8 @@ class GAN(TwoPlayerModule):
         self.n_critic, self.gp_weight, self.latent_dim = n_critic, float(gp_weight), latent_dim
         self.num_eval_samples = num_eval_samples
         self.metrics = nn.ModuleDict(dict(metrics or {}))
+        for metric in self.metrics.values():
+            self.metric_modes.update({f"val/{k}": v for k, v in metric.modes.items()})
         g = torch.Generator().manual_seed(self.seed + 12345)
         # Fixed noise: the sample grids and evaluation samples of every validation use the same z.
         self.register_buffer("fixed_z", torch.randn(max(num_eval_samples, num_fixed_samples), latent_dim, generator=g))
@@ -47,24 +59,24 @@ class GAN(TwoPlayerModule):
 
     @property
     def players(self) -> dict[str, nn.Module]:
-        return {"generator": self.generator, "discriminator": self.discriminator}
+        return {GENERATOR: self.generator, DISCRIMINATOR: self.discriminator}
 
-    def on_fit_start(self) -> None:
-        if self.joint:
-            opt = self.plan_optimizers().optimizers["joint"]
-            require(self.n_critic == 1, "model.n_critic",
-                    f"a joint game optimizer ({type(opt).__name__}) updates both players every step; set n_critic=1")
-            if getattr(opt, "requires_zero_sum", False):
-                require(self.loss.zero_sum, "model.loss",
-                        f"{type(opt).__name__} needs a zero-sum game; use loss=minimax or loss=wgan, not {self.loss.name!r}")
+    @property
+    def update_every(self) -> dict[str, int]:
+        return {GENERATOR: self.n_critic}
+
+    def zero_sum_error(self) -> str | None:
+        if self.loss.zero_sum:
+            return None
+        return f"model.loss={self.loss.name} is not zero-sum; use model.loss=wgan or model.loss=minimax"
 
     # ----------------------------------------------------------------------------------------- sample
     def forward(self, z: Tensor) -> Tensor:
         return self.generator(z)
 
-    def noise(self, n: int, stream: int = 0) -> Tensor:
-        """The step's latent codes for this process's share of the global batch."""
-        return self.step_randn(n, self.latent_dim, stream=stream)
+    def noise(self, n: int) -> Tensor:
+        """The update's latent codes for this process's share of the global batch."""
+        return self.step_randn(n, self.latent_dim)
 
     @torch.no_grad()
     def sample_fixed(self, n: int | None = None) -> Tensor:
@@ -75,65 +87,47 @@ class GAN(TwoPlayerModule):
         self.generator.train(was_training)
         return out
 
-    # ------------------------------------------------------------------------------------------ train
-    def _real(self, batch) -> Tensor:
+    # ------------------------------------------------------------------------------------------- game
+    @staticmethod
+    def _real(batch) -> Tensor:
         return batch[0] if isinstance(batch, (list, tuple)) else batch
 
     def penalty(self, real: Tensor, fake: Tensor) -> Tensor:
         eps = self.step_randn(real.shape[0], *([1] * (real.dim() - 1)), stream=2, uniform=True)
         return gradient_penalty(self.discriminator, real, fake, eps=eps)
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        loss = self.loss.discriminator(real_logits, fake_logits)
-        if self.loss.gradient_penalty and self.gp_weight > 0:
-            gp = self.penalty(real, fake)
-            self.log("train/gradient_penalty", gp.detach(), on_step=True, on_epoch=False)
-            loss = loss + self.gp_weight * gp
-        return loss, real_logits, fake_logits
+    def _fake(self, n: int, players: Sequence[str]) -> Tensor:
+        """G(z) on the update's noise, with a graph only when the generator is being updated."""
+        with torch.set_grad_enabled(GENERATOR in players and torch.is_grad_enabled()):
+            return self.generator(self.noise(n))
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def losses(self, batch, players: Sequence[str]) -> dict[str, Tensor]:
         real = self._real(batch)
-        n = real.shape[0]
-        if self.joint:
-            self._joint_training_step(real)
-            return
-        # Discriminator: every batch. The generator's output is detached while D trains.
-        fake = self.generator(self.noise(n)).detach()
-        d_loss, real_logits, fake_logits = self.discriminator_loss(real, fake)
-        self.player_step("discriminator", d_loss)
-        self._log_train(d_loss=d_loss, real_logits=real_logits, fake_logits=fake_logits)
-        # Generator: every n_critic-th batch, on fresh noise.
-        if int(self.batches_seen) % self.n_critic == 0:
-            g_loss = self.loss.generator(self.discriminator(self.generator(self.noise(n, stream=1))))
-            self.player_step("generator", g_loss)
-            self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
-
-    def _joint_training_step(self, real: Tensor) -> None:
-        z = self.noise(real.shape[0])
-        zero_sum = getattr(self.plan_optimizers().optimizers["joint"], "requires_zero_sum", False)
-        cache: dict[str, Tensor] = {}
-
-        def closure():
-            fake = self.generator(z)
+        fake = self._fake(real.shape[0], players)
+        out: dict[str, Tensor] = {}
+        fake_logits = None
+        if DISCRIMINATOR in players:
             real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-            cache.update(real_logits=real_logits.detach(), fake_logits=fake_logits.detach())
-            if zero_sum:
-                f = self.loss.value(real_logits, fake_logits)
-                return f, -f
             d_loss = self.loss.discriminator(real_logits, fake_logits)
             if self.loss.gradient_penalty and self.gp_weight > 0:
-                d_loss = d_loss + self.gp_weight * self.penalty(real, fake)
-            return self.loss.generator(fake_logits), d_loss
+                gp = self.penalty(real, fake)
+                self.record(gradient_penalty=gp)
+                d_loss = d_loss + self.gp_weight * gp
+            out[DISCRIMINATOR] = d_loss
+            self.record(d_loss=d_loss, d_real=self.loss.output(real_logits.detach()).mean(),
+                        d_fake=self.loss.output(fake_logits.detach()).mean())
+        if GENERATOR in players:
+            out[GENERATOR] = self.loss.generator(self.discriminator(fake) if fake_logits is None else fake_logits)
+            self.record(g_loss=out[GENERATOR])
+        return out
 
-        g_loss, d_loss = self.joint_step(closure)
-        self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
-        self._log_train(d_loss=d_loss, real_logits=cache["real_logits"], fake_logits=cache["fake_logits"])
-
-    def _log_train(self, d_loss: Tensor, real_logits: Tensor, fake_logits: Tensor) -> None:
-        self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/d_real", self.loss.output(real_logits.detach()).mean(), on_step=True, on_epoch=True)
-        self.log("train/d_fake", self.loss.output(fake_logits.detach()).mean(), on_step=True, on_epoch=True)
+    def value(self, batch) -> Tensor:
+        real = self._real(batch)
+        real_logits = self.discriminator(real)
+        fake_logits = self.discriminator(self.generator(self.noise(real.shape[0])))
+        self.record(d_real=self.loss.output(real_logits.detach()).mean(),
+                    d_fake=self.loss.output(fake_logits.detach()).mean())
+        return self.loss.value(real_logits, fake_logits)
 
     # ------------------------------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
@@ -151,10 +145,10 @@ class GAN(TwoPlayerModule):
             metric.update(real, real=True)
 
     def on_validation_epoch_end(self) -> None:
-        if not self.metrics:
-            return
-        fake = self.sample_fixed(self.num_eval_samples)
-        for name, metric in self.metrics.items():
-            metric.update(fake, real=False)
-            for key, value in metric.compute().items():
-                self.log(f"val/{key}", value, on_epoch=True, sync_dist=False)
+        if self.metrics:
+            fake = self.sample_fixed(self.num_eval_samples)
+            for metric in self.metrics.values():
+                metric.update(fake, real=False)
+                for key, value in metric.compute().items():
+                    self.log(f"val/{key}", value, on_epoch=True, sync_dist=False)
+        super().on_validation_epoch_end()

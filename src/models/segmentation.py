@@ -1,14 +1,13 @@
-"""Supervised semantic segmentation as a one-player :class:`~src.models.adversarial.TwoPlayerModule`.
+"""Supervised semantic segmentation: one network, one loss (:class:`~src.models.base.TrainingModule`).
 
-The segmenter is the only player (``players = {"segmenter": net}``), so its optimizer comes from the
-``optimizer`` config group through :func:`src.optim.factory.build_optimizers` like every other model's:
-any per-player optimizer (SGD, Adam, nonlinear CG, ...) works, with its scheduler stepped once per
-update. The poly schedule of DeepLab / Hung et al. 2018, lr_t = lr_0 (1 - t/T)^0.9, is the optimizer
+The segmenter's optimizer comes from the ``optimizer`` config group (src/optim/factory.py) like every
+other model's: any per-player optimizer (SGD, Adam, nonlinear CG, ...) works, with its scheduler stepped
+once per iteration. The poly schedule of DeepLab / Hung et al. 2018, lr_t = lr_0 (1 - t/T)^0.9, is the optimizer
 group's ``scheduler: {_target_: torch.optim.lr_scheduler.PolynomialLR, _partial_: true, total_iters: T,
 power: 0.9}`` (conf/optimizer/sgd_poly.yaml). ``head_lr_mult`` trains the network's
 ``head_parameters()`` at that multiple of the learning rate (10 in Hung et al.; the factory scales the
 head's param group, so the schedule scales both groups alike). Joint game optimizers (CGD, ...) need two
-players and are refused.
+players and are refused by the factory.
 
 Validation (:class:`SegmentationEvaluation`, shared with the adversarial hybrid) runs whole-image or
 sliding-window inference and logs dataset-level ``val/mIoU``, ``val/mAcc``, ``val/aAcc`` and
@@ -21,12 +20,11 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from src.losses.segmentation import get_segmentation_loss
 from src.metrics.segmentation import SegmentationMetrics
-from src.models.adversarial import TwoPlayerModule
+from src.models.base import TrainingModule
 from src.utils.errors import ConfigError
 from src.utils.schema import choose, require
 
@@ -92,6 +90,7 @@ class SegmentationEvaluation:
     Host classes set ``self.segmenter`` and call :meth:`_init_evaluation` in ``__init__``."""
 
     segmenter: nn.Module
+    metric_modes: dict[str, str]
 
     def _init_evaluation(self, num_classes: int, ignore_index: int, class_names: Sequence[str] | None,
                          inference: str, window, stride) -> None:
@@ -118,6 +117,7 @@ class SegmentationEvaluation:
             names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
             if names is not None and len(names) == self.num_classes:
                 self.val_metrics.set_class_names(names)
+        self.metric_modes.update({f"val/{k}": v for k, v in self.val_metrics.modes.items()})
 
     def validation_step(self, batch, batch_idx: int) -> None:
         (x, y), _ = split_batch(batch)
@@ -132,6 +132,7 @@ class SegmentationEvaluation:
     def on_validation_epoch_end(self) -> None:
         scores = self.val_metrics.compute()
         self.log_dict({f"val/{k}": v for k, v in scores.items()}, on_epoch=True, sync_dist=False)
+        super().on_validation_epoch_end()
 
     @torch.no_grad()
     def overlay_outputs(self, x: Tensor) -> dict[str, Tensor | None]:
@@ -139,12 +140,12 @@ class SegmentationEvaluation:
         return {"pred": self.infer(x).argmax(1), "confidence": None}
 
 
-class Segmentation(SegmentationEvaluation, TwoPlayerModule):
+class Segmentation(SegmentationEvaluation, TrainingModule):
     def __init__(
         self,
         segmenter: nn.Module,
         num_classes: int,
-        optimizer: DictConfig | None = None,
+        optimizer=None,
         ignore_index: int = 255,
         loss: str = "ce",
         loss_options: Mapping | None = None,
@@ -167,6 +168,7 @@ class Segmentation(SegmentationEvaluation, TwoPlayerModule):
         self.loss_fn = get_segmentation_loss(loss, ignore_index, **dict(loss_options or {}))
         self.aux_weight, self.head_lr_mult = float(aux_weight), float(head_lr_mult)
         self._init_evaluation(num_classes, ignore_index, class_names, inference, window, stride)
+        self.metric_modes["train/pixel_acc"] = "max"
         self._warned_unlabeled = False
 
     @property
@@ -176,15 +178,10 @@ class Segmentation(SegmentationEvaluation, TwoPlayerModule):
     def player_param_groups(self) -> dict[str, list[dict]]:
         return head_param_groups("segmenter", self.segmenter, self.head_lr_mult)
 
-    def on_fit_start(self) -> None:
-        if self.joint:
-            raise ConfigError("optimizer: a joint game optimizer needs two players; supervised segmentation has one "
-                              "(use a per-player optimizer such as sgd, adam or ncg)")
-
     def forward(self, x: Tensor) -> Tensor:
         return self.infer(x)
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def train_iteration(self, batch) -> None:
         (x, y), unlabeled = split_batch(batch)
         if unlabeled is not None and not self._warned_unlabeled:
             log.warning("Segmentation is supervised: the unlabeled batches are not used (set dataset.unlabeled=false)")
@@ -199,11 +196,10 @@ class Segmentation(SegmentationEvaluation, TwoPlayerModule):
         else:
             logits = self.segmenter(x)
             loss = self.loss_fn(logits, y, mean=mean)
-        self.player_step("segmenter", loss)
-        n = x.shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/pixel_acc", pixel_accuracy(logits.detach(), y, self.ignore_index), on_step=True,
-                 on_epoch=True, batch_size=n)
+        self.update("segmenter", loss)
+        self.record(loss=loss)
+        if self.logging_now:
+            self.record(pixel_acc=pixel_accuracy(logits.detach(), y, self.ignore_index))
 
 
 def pixel_accuracy(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:

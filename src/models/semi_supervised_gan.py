@@ -12,9 +12,9 @@ matches the mean of the discriminator's penultimate features on unlabeled and ge
 (``generator_loss: feature_matching``, the paper's choice for semi-supervised learning) or maximises
 log D(G(z)) (``ns``). Class predictions are argmax_k l_k(x).
 
-Players: ``generator`` and ``discriminator`` (:class:`~src.models.adversarial.TwoPlayerModule`), with
-per-player optimizers from the ``optimizer`` group (one discriminator and one generator update per batch)
-or a joint game optimizer that does not need a zero-sum game. Validation is the classifier's
+Players: ``generator`` and ``discriminator`` (:class:`~src.models.adversarial.AdversarialModule`), updated
+by the rule of the ``optimizer`` group: by default alternating, the discriminator first, then the generator
+on fresh noise; or a joint game optimizer that does not need a zero-sum game. Validation is the classifier's
 (:class:`~src.models.classifier.ClassificationEvaluation`: ``val/acc``, ``val/acc_balanced``, ``val/loss``,
 confusion matrix PNG) and a sample grid from fixed noise (SampleGrid callback). Data: a labeled subset and
 the unlabeled rest (src/data/labeled.py, ``dataset.num_labels``); plain (x, y) batches use every image both
@@ -26,18 +26,16 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from src.models.adversarial import TwoPlayerModule
+from src.models.adversarial import AdversarialModule
 from src.models.classifier import ClassificationEvaluation, labeled_part
-from src.utils.errors import ConfigError
 from src.utils.schema import choose, require
 
 GENERATOR_LOSSES = ("feature_matching", "ns")
 
 
-class SemiSupervisedGAN(ClassificationEvaluation, TwoPlayerModule):
+class SemiSupervisedGAN(ClassificationEvaluation, AdversarialModule):
     """Args:
         generator: z -> images in [-1, 1] (``latent_dim`` attribute).
         discriminator: a K-class classifier with ``forward_with_features(x) -> (features, logits)``.
@@ -49,7 +47,7 @@ class SemiSupervisedGAN(ClassificationEvaluation, TwoPlayerModule):
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, num_classes: int,
-                 optimizer: DictConfig | Mapping | None = None, unlabeled_weight: float = 1.0,
+                 optimizer=None, unlabeled_weight: float = 1.0,
                  generator_loss: str = "feature_matching", latent_dim: int = 100, num_fixed_samples: int = 64,
                  class_names: Sequence[str] | None = None, confusion_dir: str | None = None,
                  save_confusion: bool = True, seed: int = 0, monitor: Mapping | None = None):
@@ -69,15 +67,17 @@ class SemiSupervisedGAN(ClassificationEvaluation, TwoPlayerModule):
         g = torch.Generator().manual_seed(self.seed + 12345)
         self.register_buffer("fixed_z", torch.randn(self.num_fixed_samples, self.latent_dim, generator=g))
         self._init_evaluation(num_classes, class_names, confusion_dir, save_confusion)
+        self.metric_modes.update(self.evaluation_modes)
 
     @property
     def players(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "discriminator": self.discriminator}
 
-    def on_fit_start(self) -> None:
-        if self.joint and getattr(self.plan_optimizers().optimizers["joint"], "requires_zero_sum", False):
-            raise ConfigError("optimizer: the semi-supervised GAN game is not zero-sum; pick per-player optimizers "
-                              "or a game optimizer for general-sum games")
+    update_order = ("discriminator", "generator")
+
+    def zero_sum_error(self) -> str | None:
+        return (f"the semi-supervised GAN's game (model.generator_loss={self.generator_loss}) is not zero-sum; "
+                "pick per-player optimizers or a game optimizer for general-sum games")
 
     # ---------------------------------------------------------------------------------------- sampling
     def forward(self, x: Tensor) -> Tensor:
@@ -87,8 +87,8 @@ class SemiSupervisedGAN(ClassificationEvaluation, TwoPlayerModule):
     def classify(self, x: Tensor) -> Tensor:
         return self.discriminator(x)
 
-    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, self.latent_dim, device=self.device, generator=generator)
+    def noise(self, n: int) -> Tensor:
+        return torch.randn(n, self.latent_dim, device=self.device, generator=self.step_generator())
 
     @torch.no_grad()
     def sample_fixed(self, n: int | None = None) -> Tensor:
@@ -110,58 +110,41 @@ class SemiSupervisedGAN(ClassificationEvaluation, TwoPlayerModule):
         lse_real, lse_fake = torch.logsumexp(real_logits, 1), torch.logsumexp(fake_logits, 1)
         return (F.softplus(lse_real) - lse_real).mean(), F.softplus(lse_fake).mean()
 
-    def discriminator_loss(self, xl: Tensor, y: Tensor, xu: Tensor, fake: Tensor) -> tuple[Tensor, dict]:
+    def discriminator_loss(self, xl: Tensor, y: Tensor, xu: Tensor, fake: Tensor) -> Tensor:
         logits_l = self.discriminator(xl)
         logits_u = self.discriminator(xu)
         logits_f = self.discriminator(fake)
         sup = F.cross_entropy(logits_l, y)
         real_term, fake_term = self.unsupervised_terms(logits_u, logits_f)
         loss = sup + self.unlabeled_weight * (real_term + fake_term)
-        with torch.no_grad():
-            stats = {"d_sup": sup, "d_unsup": real_term + fake_term,
-                     "acc_labeled": (logits_l.argmax(1) == y).float().mean(),
-                     "d_real": torch.sigmoid(torch.logsumexp(logits_u, 1)).mean(),
-                     "d_fake": torch.sigmoid(torch.logsumexp(logits_f, 1)).mean()}
-        return loss, stats
+        self.record(d_loss=loss, d_sup=sup, d_unsup=real_term + fake_term)
+        if self.logging_now:
+            with torch.no_grad():
+                self.record(acc_labeled=(logits_l.argmax(1) == y).float().mean(),
+                            d_real=torch.sigmoid(torch.logsumexp(logits_u, 1)).mean(),
+                            d_fake=torch.sigmoid(torch.logsumexp(logits_f, 1)).mean())
+        return loss
 
     def generator_objective(self, xu: Tensor, fake: Tensor) -> Tensor:
         if self.generator_loss == "feature_matching":
             f_real = self.discriminator.forward_with_features(xu)[0].detach()
             f_fake = self.discriminator.forward_with_features(fake)[0]
-            return (f_real.mean(0) - f_fake.mean(0)).pow(2).mean()
-        lse = torch.logsumexp(self.discriminator(fake), 1)
-        return (F.softplus(lse) - lse).mean()  # -log D(G(z))
+            loss = (f_real.mean(0) - f_fake.mean(0)).pow(2).mean()
+        else:
+            lse = torch.logsumexp(self.discriminator(fake), 1)
+            loss = (F.softplus(lse) - lse).mean()  # -log D(G(z))
+        self.record(g_loss=loss)
+        return loss
 
-    # -------------------------------------------------------------------------------------------- train
-    def training_step(self, batch, batch_idx: int) -> None:
+    # --------------------------------------------------------------------------------------------- game
+    def losses(self, batch, players: Sequence[str]) -> dict[str, Tensor]:
         (xl, y), xu = labeled_part(batch)
         xu = xl if xu is None else xu
-        n = xu.shape[0]
-        if self.joint:
-            self._joint_training_step(xl, y, xu)
-            return
-        fake = self.generator(self.noise(n, self.step_generator())).detach()
-        d_loss, stats = self.discriminator_loss(xl, y, xu, fake)
-        self.player_step("discriminator", d_loss)
-        g_loss = self.generator_objective(xu, self.generator(self.noise(n, self.step_generator(1))))
-        self.player_step("generator", g_loss)
-        self._log_train(d_loss, g_loss, stats, n)
-
-    def _joint_training_step(self, xl: Tensor, y: Tensor, xu: Tensor) -> None:
-        z = self.noise(xu.shape[0], self.step_generator())
-        cache: dict = {}
-
-        def closure():
-            fake = self.generator(z)
-            d_loss, stats = self.discriminator_loss(xl, y, xu, fake)
-            cache.update(stats)
-            return self.generator_objective(xu, fake), d_loss
-
-        g_loss, d_loss = self.joint_step(closure)
-        self._log_train(d_loss, g_loss, cache, xu.shape[0])
-
-    def _log_train(self, d_loss: Tensor, g_loss: Tensor, stats: dict, n: int) -> None:
-        self.log("train/d_loss", d_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        self.log("train/g_loss", g_loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
-        for key, value in stats.items():
-            self.log(f"train/{key}", value, on_step=True, on_epoch=True, batch_size=n)
+        with torch.set_grad_enabled("generator" in players and torch.is_grad_enabled()):
+            fake = self.generator(self.noise(xu.shape[0]))
+        out = {}
+        if "discriminator" in players:
+            out["discriminator"] = self.discriminator_loss(xl, y, xu, fake)
+        if "generator" in players:
+            out["generator"] = self.generator_objective(xu, fake)
+        return out

@@ -35,7 +35,7 @@ Implementation notes
   function, :func:`conjugate_beta`, serves both.
 * The step counter ``step`` (a Python int) is kept per parameter. If the parameters that have gradients
   change from one step to the next (a parameter gets its first gradient, or had none last step), the group
-  restarts its direction (d = -g); the schedule's counter keeps running.
+  restarts its direction (d = -g).
 * ``stats`` holds the last step's ``beta``, ``gamma`` (the coefficient of d_{n-1} actually used; averaged
   over tensors in tensor scope), ``cos_dir_neg_grad`` (cosine of d_n and -g_n), ``step_norm``
   (alpha_n |d_n|) and ``lr`` (alpha_n): floats on the CPU, 0-dim tensors on accelerators.
@@ -46,7 +46,7 @@ Line-search hook
 ``line_search(params, grads, directions, lr) -> alpha``. It is called once per group and step, after the
 direction d_n is known and before the parameters move: ``params`` are the group's parameters that have
 gradients, ``grads`` the gradients used (weight decay included), ``directions`` the direction d_n (all
-lists shaped like ``params``, read-only), ``lr`` the scheduled step size. The parameters then move by
+lists shaped like ``params``, read-only), ``lr`` the group's step size. The parameters then move by
 ``alpha * d_n``. An exact line search on a quadratic returns ``-g.d / d.A d``; a backtracking search can
 evaluate the loss at ``p + t d`` itself (and must restore the parameters).
 """
@@ -62,7 +62,6 @@ from torch.optim import Optimizer
 
 BETA_RULES = ("FR", "PRP", "HS", "DY", "HS_DY", "FR_PRP", "HZ")
 BETA_SCOPES = ("global", "tensor")
-SCHEDULES = ("constant", "inv_sqrt", "exponential", "power", "step")
 
 LineSearch = Callable[[list[Tensor], list[Tensor], list[Tensor], float], "float | Tensor"]
 
@@ -156,24 +155,6 @@ def conjugate_gamma(beta: Scalar, c: float = 1.0, cap: float | None = 0.5, floor
     and negative with stochastic gradients, which the cap alone does not limit."""
     gamma = beta if cap is None and floor is None else _clamp(beta, lo=floor, hi=cap)
     return gamma * c if c != 1.0 else gamma
-
-
-def scheduled_lr(group: dict, n: int) -> float:
-    """alpha_n of the group's step-size schedule at step n = 0, 1, ... (the sweeps of Naganuma & Iiduka 2023):
-    constant alpha; inv_sqrt alpha/sqrt(n+1); exponential alpha*r^n (r = exp_decay); power
-    alpha*(n+1)^-p (p = power); step alpha*f^floor(n/k) (f = step_factor, k = step_every)."""
-    lr, schedule = group["lr"], group.get("schedule", "constant")
-    if schedule == "constant":
-        return lr
-    if schedule == "inv_sqrt":
-        return lr / math.sqrt(n + 1)
-    if schedule == "exponential":
-        return lr * group["exp_decay"] ** n
-    if schedule == "power":
-        return lr * (n + 1) ** -group["power"]
-    if schedule == "step":
-        return lr * group["step_factor"] ** (n // group["step_every"])
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 # ------------------------------------------------------------------------------------ flat buffers
@@ -447,32 +428,20 @@ def _validate(group: dict, name: str) -> None:
         need(group["beta_eps"] >= 0, f"beta_eps must be >= 0 or null, got {group['beta_eps']}")
     if "weight_decay" in group:
         need(group["weight_decay"] >= 0, f"weight_decay must be >= 0, got {group['weight_decay']}")
-    if "schedule" in group:
-        need(group["schedule"] in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {group['schedule']!r}")
-    if "exp_decay" in group:
-        need(0 < group["exp_decay"] <= 1, f"exp_decay must be in (0, 1], got {group['exp_decay']}")
-    if "power" in group:
-        need(group["power"] >= 0, f"power must be >= 0, got {group['power']}")
-    if "step_every" in group:
-        need(int(group["step_every"]) == group["step_every"] and group["step_every"] >= 1,
-             f"step_every must be an integer >= 1, got {group['step_every']}")
-    if "step_factor" in group:
-        need(0 < group["step_factor"] <= 1, f"step_factor must be in (0, 1], got {group['step_factor']}")
 
 
 class NCG(ConjugateDirectionOptimizer):
     """Nonlinear conjugate gradient for one player (Naganuma & Iiduka, AISTATS 2023, arXiv 2203.14495).
 
     Args:
-        lr: base step size alpha (the paper's grid: 5e-3, 1e-3, 5e-4, 1e-4, 5e-5).
+        lr: step size alpha (the paper's grid: 5e-3, 1e-3, 5e-4, 1e-4, 5e-5); its schedules are LR schedulers
+            (src/optim/schedules.py, torch.optim.lr_scheduler).
         beta_rule: FR, PRP, HS, DY, HS_DY, FR_PRP or HZ.
         c: gamma_n = c * min(beta_n, cap), c in (0, 1] (the paper: 0.5, 0.75, 1.0).
         cap: the bound on beta (the paper's 1/2); None disables it (textbook CG with c = 1).
         floor: an optional lower bound on beta (not in the paper; e.g. -0.5), see :func:`conjugate_gamma`.
         beta_scope: "global" (one beta over all the group's parameters, textbook) or "tensor" (one beta per
             parameter tensor, as in the authors' toy code).
-        schedule: constant, inv_sqrt, exponential, power or step (see :func:`scheduled_lr`), with
-            exp_decay (0.99999), power (0.75), step_every (10000) and step_factor (0.9).
         weight_decay: L2 penalty added to the gradient.
         mu: the HZ constant (2).
         beta_eps: relative tolerance below which d.y counts as 0 (None: 8 machine epsilons).
@@ -488,25 +457,19 @@ class NCG(ConjugateDirectionOptimizer):
         cap: float | None = 0.5,
         floor: float | None = None,
         beta_scope: str = "global",
-        schedule: str = "constant",
-        exp_decay: float = 0.99999,
-        power: float = 0.75,
-        step_every: int = 10_000,
-        step_factor: float = 0.9,
         weight_decay: float = 0.0,
         mu: float = 2.0,
         beta_eps: float | None = None,
         line_search: LineSearch | None = None,
     ):
         defaults = dict(lr=lr, beta_rule=beta_rule, c=c, cap=cap, floor=floor, beta_scope=beta_scope,
-                        schedule=schedule, exp_decay=exp_decay, power=power, step_every=step_every,
-                        step_factor=step_factor, weight_decay=weight_decay, mu=mu, beta_eps=beta_eps)
+                        weight_decay=weight_decay, mu=mu, beta_eps=beta_eps)
         super().__init__(params, defaults)
         self.line_search = line_search
 
     def _update(self, index, group, params):
         st = self._direction(index, group, params, scale=_one)
-        alpha: float | Tensor = scheduled_lr(group, st.n)
+        alpha: float | Tensor = group["lr"]
         directions = st.flat.views["prev_dir"]
         if getattr(self, "line_search", None) is not None:  # (not pickled with the optimizer)
             alpha = self.line_search(list(params), st.flat.views["prev_grad"], directions, alpha)
