@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MODELS: dict[str, dict] = {
     "dcgan": {"label": "DCGAN, digits (default)", "args": [], "batch": 64},
-    "mlp": {"label": "MLP GAN, ring8", "args": ["+experiment=mlp_ring8", "callbacks.samples=null"], "batch": 256},
-    "scenes_adv": {"label": "adv. segmentation, scenes", "args": ["+experiment=scenes_adv"], "batch": 8,
+    "mlp": {"label": "MLP GAN, ring8", "args": ["experiment=mlp_ring8", "callbacks.samples=null"], "batch": 256},
+    "scenes_adv": {"label": "adv. segmentation, scenes", "args": ["experiment=scenes_adv"], "batch": 8,
                    "needs": ("src/models/adversarial_segmentation.py", "experiments/scenes_adv.yaml")},
 }
 COMMON = ["logger=csv", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
@@ -44,9 +44,8 @@ def available(name: str) -> bool:
 def measure(name: str, procs: int, batches: int, threads: int, out: Path, trainer: str = "ddp_cpu") -> dict:
     spec = MODELS[name]
     run_dir = out / f"{name}-{trainer}-{procs}"
-    # per-player optimizers: two optimizer steps per batch (n_critic = 1)
     args = [*spec["args"], *COMMON, f"trainer={trainer}", f"trainer.devices={procs}", f"dataset.batch_size={spec['batch']}",
-            f"trainer.max_steps={2 * batches}", f"hydra.run.dir={run_dir}"]
+            f"trainer.max_steps={batches}", f"hydra.run.dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONWARNINGS="ignore")
     t0 = time.perf_counter()

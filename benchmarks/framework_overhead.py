@@ -68,7 +68,7 @@ def framework(batches: int, out: Path) -> float:
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[
-            f"trainer.max_steps={2 * batches}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
+            f"trainer.max_steps={batches}", "trainer.max_epochs=-1", "trainer.limit_val_batches=0",
             "logger=csv", "trainer.enable_progress_bar=false", "validate_after_fit=false"],
             return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)

@@ -40,13 +40,17 @@ PRESETS = {  # name: (preset file, extra keyword arguments)
 
 
 def optimizer_factory(preset: str, extra: dict):
-    """The preset's `optimizer` node as a partial (what the factory of src/optim/factory.py calls)."""
+    """A function params -> the preset's optimizer (the class and settings of conf/optimizer/<preset>.yaml,
+    as src/optim/factory.py builds them)."""
     import hydra
     from omegaconf import OmegaConf
 
-    node = OmegaConf.load(ROOT / "conf" / "optimizer" / f"{preset}.yaml").optimizer
-    make = hydra.utils.instantiate(node)
-    return lambda params: make(params, **extra)
+    from src.optim.factory import COMMON_KEYS
+
+    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "optimizer" / f"{preset}.yaml"))
+    cls = hydra.utils.get_class(node.pop("_target_"))
+    kwargs = {k: v for k, v in node.items() if k not in COMMON_KEYS}
+    return lambda params: cls(params, **kwargs, **extra)
 
 
 class Variant:

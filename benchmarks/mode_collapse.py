@@ -5,17 +5,16 @@
                                        [--experiment mlp_{dataset}] [--override KEY=VALUE ...] [--tag T]
                                        [--accelerator cpu|gpu]
 
-Each cell (dataset x optimizer x seed) is one ordinary run of the presets ``+experiment=mlp_grid25`` /
-``+experiment=mlp_ring8`` (MLP GAN, z = 2, three 400-unit layers, batch 256; ``--experiment`` names
+Each cell (dataset x optimizer x seed) is one ordinary run of the presets ``experiment=mlp_grid25`` /
+``experiment=mlp_ring8`` (MLP GAN, z = 2, three 400-unit layers, batch 256; ``--experiment`` names
 another preset, ``--override`` adds settings to every cell) with ``optimizer=<preset>`` at the optimizer
 preset's own learning rate, trained in this process through ``src.train.train`` for the same
 number of *generator updates* (``--budget``) whatever the optimizer: ``trainer.max_steps`` counts
-optimizer steps, two per batch with one optimizer per player (n_critic = 1) and one per batch with a
-joint game optimizer, so it is set to 2 x budget or budget. Joint optimizers that need a zero-sum game
-(CGD, ACGD) train with ``model.loss=<--zero-sum-loss>`` (WGAN without penalty or clipping, as in the
-ACGD paper, by default); every other cell keeps the presets' non-saturating loss. Optimizers with a
-learning-rate schedule that has ``total_iters`` (hung, sgd_poly, or one an experiment preset adds) get
-``optimizer.scheduler.total_iters=<budget>``, the run's updates per player, as their headers ask.
+iterations, one update of each player (n_critic = 1) or one joint game step each. Joint optimizers that
+need a zero-sum game (CGD, ACGD) train with ``model.loss=<--zero-sum-loss>`` (WGAN without penalty or
+clipping, as in the ACGD paper, by default); every other cell keeps the presets' non-saturating loss.
+Learning-rate schedules whose length is left null (hung, sgd_poly, or one an experiment preset adds) run
+over the whole budget.
 
 Metrics (REFERENCE section 2; src/metrics/mode_coverage.py): on 2,500 samples from the generator's fixed
 noise after the last update, a sample is high quality within 3 std of its nearest mode centre, a mode is
@@ -82,32 +81,31 @@ def optimizer_facts(optimizer: str, experiment: str = "mlp_grid25", extra: tuple
 
     from src.optim.base import is_game_optimizer
 
-    cfg = _compose([f"+experiment={experiment}", f"optimizer={optimizer}", *extra])
+    cfg = _compose([f"experiment={experiment}", f"optimizer={optimizer}", *extra])
     node = cfg.optimizer
-    lr = float(node.optimizer.lr)
-    cls = hydra.utils.get_class(node.optimizer._target_)
+    lr = float(node.lr)
+    cls = hydra.utils.get_class(node._target_)
     players = OmegaConf.to_container(node.players, resolve=True) if node.get("players") else {}
     lrs = {}
     for p in ("generator", "discriminator"):
         own = players.get(p) or {}
-        target = own.get("_target_", node.optimizer._target_).rsplit(".", 1)[-1]
+        target = own.get("_target_", node._target_).rsplit(".", 1)[-1]
         lrs[p] = (target, float(own.get("lr", lr)))
     return {"joint": is_game_optimizer(cls), "zero_sum": bool(getattr(cls, "requires_zero_sum", False)),
             "lrs": lrs, "lr": lr, "loss": str(cfg.model.loss), "batch": int(cfg.dataset.batch_size),
             "scheduler": node.get("scheduler") is not None,
-            "schedule_length": node.get("scheduler") is not None and "total_iters" in node.scheduler,
+            "schedule_length": node.get("scheduler") is not None and "total_iters" in node.scheduler
+            and node.scheduler.total_iters is None,
             "lookahead": node.get("lookahead") is not None}
 
 
 def cell_overrides(dataset: str, optimizer: str, seed: int, budget: int, facts: dict, zero_sum_loss: str,
                    experiment: str = "mlp_{dataset}", extra: tuple[str, ...] = ()) -> list[str]:
     """The command-line overrides of one cell (what `python -m src.run` takes)."""
-    out = [f"+experiment={experiment.format(dataset=dataset)}", f"optimizer={optimizer}", f"seed={seed}",
-           f"trainer.max_steps={budget if facts['joint'] else 2 * budget}", *extra]
+    out = [f"experiment={experiment.format(dataset=dataset)}", f"optimizer={optimizer}", f"seed={seed}",
+           f"trainer.max_steps={budget}", *extra]
     if facts["zero_sum"]:
         out.append(f"model.loss={zero_sum_loss}")
-    if facts["schedule_length"]:
-        out.append(f"optimizer.scheduler.total_iters={budget}")
     return out
 
 
@@ -178,7 +176,7 @@ def run_cell(task: dict) -> dict:
     metrics = result["metrics"]
     bps = metrics.get("perf/train_batches_per_s", {}).get("final")
     record.update(status=result["status"], wall_s=wall, train_batches_per_s=bps,
-                  generator_updates=int(model.batches_seen), global_step=int(result["trainer"].global_step),
+                  generator_updates=int(result["trainer"].global_step), global_step=int(result["trainer"].global_step),
                   modes=float(stats["modes_captured"]), hq=float(stats["hq_fraction"]),
                   reverse_kl=float(stats["reverse_kl"]),
                   val_modes=metrics.get("val/modes_captured", {}).get("final"),
@@ -195,7 +193,7 @@ def untrained(dataset: str, seed: int) -> dict:
     from src.metrics.mode_coverage import mode_statistics
     from src.train import build_model
 
-    cfg = _compose([f"+experiment=mlp_{dataset}", f"seed={seed}"])
+    cfg = _compose([f"experiment=mlp_{dataset}", f"seed={seed}"])
     model = build_model(cfg)
     stats = mode_statistics(model.sample_fixed(2500).float(), mixture_centers(dataset), float(cfg.dataset.std))
     return {"modes": float(stats["modes_captured"]), "hq": float(stats["hq_fraction"]),
@@ -285,7 +283,7 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
         "of the centre) and the high-quality fraction, mean ± std over seeds. `goal` = seeds with all modes "
         "captured and >= 95% high quality. CGD and ACGD need a "
         f"zero-sum game and train with `model.loss={args.zero_sum_loss}`. Optimizers whose schedule has a length "
-        f"decay over the run (`optimizer.scheduler.total_iters={args.budget}`; `(poly)` in the lr column).",
+        f"decay over the whole run (`(poly)` in the lr column).",
         "",
         f"{len(records)} cells, trained on "
         + ", ".join(f"{n} x {d}" for d, n in devices.items())

@@ -1,7 +1,7 @@
 """Hung et al. 2018 (BMVC, arXiv 1802.07934) on the offline scenes data: baseline vs +adversarial vs
 +adversarial+semi-supervised at 1/8 labels, 3 seeds each.
 
-Each run is the preset as a user runs it (``python -m src.run +experiment=scenes_supervised|scenes_adv|
+Each run is the preset as a user runs it (``python -m src.run experiment=scenes_supervised|scenes_adv|
 scenes_semi seed=S dataset.labeled_fraction=0.125``), in a fresh process with one thread, `--jobs` at a time
 (longest first); validation only at the end of training (the final val/mIoU on the 500 validation scenes),
 no overlay pictures, CSV logging. A seed fixes the weights, the data order and the labeled subset, so the
@@ -42,14 +42,13 @@ COST = {"baseline": 1.0, "+adv": 1.4, "+adv+semi": 2.3}  # relative run time, to
 
 
 def command(method: str, seed: int, fraction: float, iterations: int | None, run_dir: Path) -> list[str]:
-    args = [sys.executable, "-m", "src.run", f"+experiment={METHODS[method]}", f"seed={seed}",
+    args = [sys.executable, "-m", "src.run", f"experiment={METHODS[method]}", f"seed={seed}",
             f"dataset.labeled_fraction={fraction}", "logger=csv", "callbacks.overlays=null",
             "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}", f"task_name=bench_{METHODS[method]}"]
     n = iterations or 1000
     args.append(f"trainer.val_check_interval={n}")  # validate once, at the end
     if iterations is not None:
-        steps = n if method == "baseline" else 2 * n  # two optimizer steps per iteration with a discriminator
-        args += [f"trainer.max_steps={steps}", f"optimizer.scheduler.total_iters={n}"]
+        args.append(f"trainer.max_steps={n}")  # iterations; the poly schedule follows
         if method == "+adv+semi":
             args.append(f"model.semi_start={round(0.4 * n)}")
     return args

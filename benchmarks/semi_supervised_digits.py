@@ -1,6 +1,6 @@
 """Semi-supervised digits with 100 labels: the semi-supervised GAN (Salimans et al. 2016, K+1-class
-discriminator, feature matching; +experiment=digits_ssgan_100) against a supervised baseline with the same
-network on the same 100 labels (+experiment=digits_classifier_100), over several seeds (the seed draws the
+discriminator, feature matching; experiment=digits_ssgan_100) against a supervised baseline with the same
+network on the same 100 labels (experiment=digits_classifier_100), over several seeds (the seed draws the
 labeled subset, the initial weights and the data order). Both train for the same number of batches.
 
     python benchmarks/semi_supervised_digits.py [--seeds 0 1 2] [--epochs 5] [--jobs 2] [--out DIR]
@@ -43,7 +43,7 @@ def main() -> int:
         while queue and len(running) < args.jobs:
             preset, seed = queue.pop(0)
             run_dir = out / f"{preset}_seed{seed}"
-            cmd = [sys.executable, "-m", "src.run", f"+experiment={preset}", f"seed={seed}",
+            cmd = [sys.executable, "-m", "src.run", f"experiment={preset}", f"seed={seed}",
                    f"trainer.max_epochs={args.epochs}", "logger=csv", "trainer.enable_progress_bar=false",
                    f"hydra.run.dir={run_dir}"]
             log = open(out / f"{preset}_seed{seed}.log", "w")

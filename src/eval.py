@@ -119,9 +119,8 @@ def rebuild(ckpt: dict, out_dir: Path):
         if key not in cfg:
             raise CheckpointError(f"the checkpoint's config has no `{key}` node; it was not written by this version")
     datamodule = build_datamodule(cfg)
-    if hasattr(datamodule, "check"):
-        datamodule.check()
-    model = build_model(cfg)
+    datamodule.check()
+    model = build_model(cfg, train=False)
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as err:

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.callbacks.progress import ProgressBar
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
 from src.optim.factory import OptimizerGroup
@@ -128,6 +129,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir.resolve()),
         "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None})
     callbacks = [*build_callbacks(cfg), summary, ConfigInCheckpoint(config, choices, int(cfg.seed))]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(ProgressBar())  # Lightning's, counting the run's budget in its own unit
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 

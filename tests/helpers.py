@@ -41,10 +41,22 @@ class RunResult:
         return self.summary["metrics"][name][which]
 
 
+def resumed_run(args: list[str]) -> Path | None:
+    """The run directory a `ckpt_path=<run>/checkpoints/x.ckpt` argument continues, if any."""
+    for arg in args:
+        if arg.startswith("ckpt_path="):
+            run = Path(arg.split("=", 1)[1]).resolve().parent.parent
+            return run if (run / ".hydra" / "config.yaml").is_file() else None
+    return None
+
+
 def run_cli(args: list[str], run_dir: Path, env: dict | None = None, timeout: int = 600,
             module: str = "src.run", cwd: Path = ROOT) -> RunResult:
-    """`python -m src.run ARGS hydra.run.dir=RUN_DIR` in a fresh process."""
-    cmd = [sys.executable, "-m", module, *args, f"hydra.run.dir={run_dir}"]
+    """`python -m src.run ARGS hydra.run.dir=RUN_DIR` in a fresh process; a resume (ckpt_path=...) runs in
+    the run it continues, as it does for a user."""
+    resumed = resumed_run(args) if module == "src.run" else None
+    run_dir = resumed or run_dir
+    cmd = [sys.executable, "-m", module, *args, *([] if resumed else [f"hydra.run.dir={run_dir}"])]
     proc = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
     return RunResult(proc, Path(run_dir))
 
@@ -68,14 +80,41 @@ def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/a
     from hydra import initialize_config_dir
     from omegaconf import open_dict
 
+    from src.utils.cli import normalise_argv
     from src.utils.config import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+        cfg = hydra_compose(config_name="config", overrides=normalise_argv(list(overrides or [])))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows of the offline wandb run under `run_dir`, read from its .wandb file (a log of
+    length-prefixed protobuf records in 32 KiB blocks, after a 7-byte header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
+    data, pos, block, pending, rows = path.read_bytes(), 7, 32768, b"", []
+    assert data[:4] == b":W&B", "not a wandb transaction log"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a record header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind not in (1, 4):  # 1: a whole record, 2/3/4: its first, middle and last fragments
+            continue
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        if record.WhichOneof("record_type") == "history":
+            rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
 
 
 class SigtermInStandaloneValidation(pl.Callback):

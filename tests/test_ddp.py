@@ -4,14 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-COMMON = ("+experiment=mlp_ring8", "logger=csv", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
+COMMON = ("experiment=mlp_ring8", "logger=csv", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
           "trainer.enable_progress_bar=false", "dataset.num_train=5120", "callbacks.samples=null")
 
 CASES = {
     # eps large enough (Adam, ACGD) that float-level differences in near-zero gradients are not amplified to +-lr
-    "adam": ("optimizer=adam", "+optimizer.optimizer.eps=1e-3", "trainer.max_steps=16"),
+    "adam": ("optimizer=adam", "optimizer.eps=1e-3", "trainer.max_steps=16"),
     "ncg": ("optimizer=ncg", "trainer.max_steps=16"),
-    "acgd": ("optimizer=acgd", "model.loss=wgan", "optimizer.optimizer.eps=1e-3", "trainer.max_steps=8"),
+    "acgd": ("optimizer=acgd", "model.loss=wgan", "optimizer.eps=1e-3", "trainer.max_steps=8"),
 }
 
 
@@ -40,10 +40,10 @@ def test_adversarial_segmentation_two_processes_match_one(cli):
     counts differ between processes: they divide by the global count (src/losses/reduction.py), so 2
     processes match 1 to float tolerance (measured <= 7e-7 relative per tensor; per-process means gave
     4e-3)."""
-    common = ("+experiment=scenes_semi", "logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=6",
+    common = ("experiment=scenes_semi", "logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=6",
               "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "callbacks.overlays=null",
               "model.segmenter.norm=group", "model.semi_start=0", "dataset.num_train=400", "dataset.num_val=16",
-              "+optimizer.optimizer.eps=1e-3", "+optimizer.players.discriminator.eps=1e-3")
+              "optimizer.eps=1e-3", "optimizer.players.discriminator.eps=1e-3")
     one = cli(*common, "dataset.batch_size=8")
     two = cli(*common, "dataset.batch_size=4", "trainer=ddp_cpu")
     assert one.returncode == 0, one.output[-3000:]

@@ -93,7 +93,7 @@ def test_classifier_eval_reproduces_accuracy_and_predicts_a_folder(cli, tmp_path
 
     from src.data.digits import load_digits_array
 
-    run = cli("+experiment=digits_classifier", "trainer.max_epochs=1", "trainer.limit_train_batches=15",
+    run = cli("experiment=digits_classifier", "trainer.max_epochs=1", "trainer.limit_train_batches=15",
               "logger=csv", "trainer.enable_progress_bar=false")
     assert run.returncode == 0, run.output[-3000:]
     folder = tmp_path / "images"
@@ -118,7 +118,7 @@ def test_segmentation_eval_reproduces_miou_exactly_and_predicts_masks(cli, tmp_p
     import numpy as np
     from PIL import Image
 
-    run = cli("+experiment=scenes_supervised", "trainer.max_steps=4", "trainer.val_check_interval=4",
+    run = cli("experiment=scenes_supervised", "trainer.max_steps=4", "trainer.val_check_interval=4",
               "trainer.limit_val_batches=1", "logger=csv", "trainer.enable_progress_bar=false")
     assert run.returncode == 0, run.output[-3000:]
     folder = tmp_path / "images"

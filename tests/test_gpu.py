@@ -30,7 +30,7 @@ def test_default_gan_trains_and_evaluates_on_the_gpu(cli):
 
 def test_gpu_runs_are_deterministic_for_the_same_seed(cli):
     """Same seed, same GPU: the same weights (deterministic algorithms on, as trainer.deterministic asks)."""
-    args = (*QUICK, "+experiment=mlp_ring8", "trainer=gpu", "trainer.max_steps=20", "callbacks.samples=null",
+    args = (*QUICK, "experiment=mlp_ring8", "trainer=gpu", "trainer.max_steps=20", "callbacks.samples=null",
             "trainer.limit_val_batches=1", "trainer.deterministic=true")
     a, b = cli(*args), cli(*args)
     assert a.returncode == 0 and b.returncode == 0, (a.output + b.output)[-3000:]
@@ -42,7 +42,7 @@ def test_gpu_runs_are_deterministic_for_the_same_seed(cli):
 @pytest.mark.parametrize("optimizer", ["ncg", "ncg_adam", "cgd", "acgd", "extra_adam", "consensus"])
 def test_conjugate_and_game_optimizers_step_on_the_gpu(optimizer, cli):
     extra = ("model.loss=wgan",) if optimizer in ("cgd", "acgd") else ()
-    run = cli(*QUICK, "+experiment=mlp_grid25", f"optimizer={optimizer}", *extra, "trainer=gpu",
+    run = cli(*QUICK, "experiment=mlp_grid25", f"optimizer={optimizer}", *extra, "trainer=gpu",
               "trainer.max_steps=20", "callbacks.samples=null", "trainer.limit_val_batches=1")
     assert run.returncode == 0, run.output[-3000:]
     assert run.summary["status"] == "finished"
@@ -50,7 +50,7 @@ def test_conjugate_and_game_optimizers_step_on_the_gpu(optimizer, cli):
 
 
 def test_semi_supervised_hybrid_trains_on_the_gpu(cli):
-    run = cli(*QUICK, "+experiment=scenes_semi", "trainer=gpu", "trainer.max_steps=12", "model.semi_start=2",
+    run = cli(*QUICK, "experiment=scenes_semi", "trainer=gpu", "trainer.max_steps=12", "model.semi_start=2",
               "trainer.val_check_interval=6", "trainer.limit_val_batches=2", "dataset.num_train=64",
               "dataset.num_val=8")
     assert run.returncode == 0, run.output[-3000:]

@@ -19,24 +19,27 @@ def _assert_same(a, b):
     assert sa.keys() == sb.keys()
     diff = [k for k in sa if not torch.equal(sa[k], sb[k])]
     assert not diff, f"weights differ after resume: {diff[:5]}"
-    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"]):
-        for pa, pb in zip(oa["state"].values(), ob["state"].values()):
+    (oa,), (ob,) = a["optimizer_states"], b["optimizer_states"]  # one optimizer for Lightning: every player's
+    assert oa["optimizers"].keys() == ob["optimizers"].keys()
+    for player in oa["optimizers"]:
+        for pa, pb in zip(oa["optimizers"][player]["state"].values(), ob["optimizers"][player]["state"].values()):
             for key in pa:
                 if isinstance(pa[key], torch.Tensor):
-                    assert torch.equal(pa[key], pb[key]), f"optimizer state {key} differs"
+                    assert torch.equal(pa[key], pb[key]), f"{player}'s optimizer state {key} differs"
 
 
 def test_dcgan_resume_mid_epoch_is_bitwise_identical_and_keeps_config_and_wandb_run(cli):
-    # 2N = 30 optimizer steps = 15 batches, stopping mid-epoch; the run uses a non-default loss and
-    # the resumed command does not repeat it: the original config comes back with the checkpoint.
+    # 2N = 14 iterations, stopping mid-epoch; the run uses a non-default loss and the resumed command does
+    # not repeat it: the original config comes back with the checkpoint.
     common = ("model.loss=hinge", "trainer.max_epochs=-1", *FAST)
-    full = cli(*common, "trainer.max_steps=30")
-    half = cli(*common, "trainer.max_steps=14")
+    full = cli(*common, "trainer.max_steps=14")
+    half = cli(*common, "trainer.max_steps=7")
     assert full.returncode == 0 and half.returncode == 0, full.output[-2000:] + half.output[-2000:]
-    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=30")
+    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=14")
     assert resumed.returncode == 0, resumed.output[-3000:]
+    assert resumed.run_dir == half.run_dir, "a resume writes into the run it continues"
     _assert_same(_weights(full.run_dir), _weights(resumed.run_dir))
-    assert _weights(resumed.run_dir)["global_step"] == 30
+    assert _weights(resumed.run_dir)["global_step"] == 14
     assert resumed.summary["resumed_from"].endswith("last.ckpt")
     assert "loss: hinge" in (resumed.run_dir / "config_resolved.yaml").read_text()
     original = json.loads((half.run_dir / "run.json").read_text())["wandb_id"]
@@ -44,17 +47,17 @@ def test_dcgan_resume_mid_epoch_is_bitwise_identical_and_keeps_config_and_wandb_
 
 
 def test_mixture_resume_across_an_epoch_boundary(cli):
-    common = ("+experiment=mlp_grid25", "dataset.num_train=2560", "logger=csv", "trainer.max_epochs=-1", *FAST)
-    # 10 batches per epoch: stop after 13 batches (26 steps), resume to 34 batches (68 steps).
-    full = cli(*common, "trainer.max_steps=68")
-    half = cli(*common, "trainer.max_steps=26")
-    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=68")
+    common = ("experiment=mlp_grid25", "dataset.num_train=2560", "logger=csv", "trainer.max_epochs=-1", *FAST)
+    # 10 batches per epoch: stop after 13 iterations, resume to 34.
+    full = cli(*common, "trainer.max_steps=34")
+    half = cli(*common, "trainer.max_steps=13")
+    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=34")
     assert full.returncode == half.returncode == resumed.returncode == 0, resumed.output[-3000:]
     _assert_same(_weights(full.run_dir), _weights(resumed.run_dir))
 
 
 def test_resume_refuses_to_change_a_config_group(cli):
-    half = cli("+experiment=mlp_ring8", "logger=csv", "trainer.max_steps=4", *FAST)
+    half = cli("experiment=mlp_ring8", "logger=csv", "trainer.max_steps=4", *FAST)
     assert half.returncode == 0
     bad = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "optimizer=sgd", "logger=csv")
     assert bad.returncode == 2 and "optimizer=sgd" in bad.stderr

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import CONF, ROOT, clean_env
 
-TINY = ("+experiment=mlp_ring8", "trainer.max_steps=4", "logger=csv", "trainer.limit_val_batches=1",
+TINY = ("experiment=mlp_ring8", "trainer.max_steps=4", "logger=csv", "trainer.limit_val_batches=1",
         "trainer.enable_progress_bar=false", "callbacks.samples=null")
 
 
@@ -89,7 +89,7 @@ def test_launcher_presets_compose(preset, launcher):
 @pytest.mark.parametrize("preset,extra,direction,monitor", [
     ("gan_optuna", [], "minimize", "val/fid"),
     ("ring8_optuna", [], "maximize", "val/modes_captured"),
-    ("gan_optuna", ["+experiment=mlp_ring8"], "maximize", "val/modes_captured"),
+    ("gan_optuna", ["experiment=mlp_ring8"], "maximize", "val/modes_captured"),
 ])
 def test_optuna_presets_follow_the_models_monitor(preset, extra, direction, monitor):
     needs("hydra_optuna_sweeper")
@@ -100,7 +100,7 @@ def test_optuna_presets_follow_the_models_monitor(preset, extra, direction, moni
     assert sweeper["sampler"]["_target_"].endswith("TPESampler")
     assert hydra_node([*args, "seed=7"], "hydra.sweeper.sampler.seed") == 7, "the sampler is seeded by the run seed"
     assert sweeper["max_failure_rate"] == 1.0
-    assert {"+optimizer.players.generator.lr", "+optimizer.players.discriminator.lr", "model.n_critic",
+    assert {"optimizer.players.generator.lr", "optimizer.players.discriminator.lr", "model.n_critic",
             "model.loss"} <= set(sweeper["params"])
 
 
@@ -188,7 +188,7 @@ def test_joblib_runs_two_experiments_in_parallel(tmp_path):
     by side, both in the one default sweep directory (each worker process resolves the sweep directory
     again; the command-line task_name keeps the presets' own task names out of it)."""
     needs("hydra_joblib_launcher")
-    proc = sweep(["+launcher=joblib", "+experiment=glob(mlp_*,exclude=*_long)", *TINY[1:], "task_name=mlp",
+    proc = sweep(["+launcher=joblib", "experiment=glob(mlp_*,exclude=*_long)", *TINY[1:], "task_name=mlp",
                   f"paths.log_dir={tmp_path}"], None)
     assert proc.returncode == 0, proc.output[-3000:]
     sweep_dirs = list(tmp_path.glob("*/multiruns/*"))

@@ -466,15 +466,13 @@ def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, 
         try:
             torch.manual_seed(seed)
             datamodule = _instantiate(dm_cfg)
-            if hasattr(datamodule, "check"):
-                datamodule.check()
+            datamodule.check()
             datamodule.setup("fit")
             # a small dataset (a test fixture, a subset) still trains: no batch larger than the data
             datamodule.batch_size = max(1, min(datamodule.batch_size, len(datamodule.train_set)))
             net = _instantiate(preset.network)
             model = Classifier(network=net, num_classes=preset.num_classes, save_confusion=False, seed=seed,
-                               optimizer={"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True,
-                                                        "lr": preset.lr}})
+                               optimizer={"_target_": "torch.optim.Adam", "lr": preset.lr})
             trainer = pl.Trainer(accelerator=preset.accelerator, devices=1, max_epochs=preset.epochs, logger=False,
                                  enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                                  num_sanity_val_steps=0, use_distributed_sampler=False, default_root_dir=tmp,

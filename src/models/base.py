@@ -77,7 +77,8 @@ class TrainingModule(pl.LightningModule):
         if self._plan is None:
             if self.optimizer_group is None:
                 raise ValueError(f"{type(self).__name__} was built without an optimizer group: it cannot train")
-            self._plan = self.optimizer_group.build(self.players, self.player_param_groups())
+            iterations = self.trainer.estimated_stepping_batches if self._trainer is not None else None
+            self._plan = self.optimizer_group.build(self.players, self.player_param_groups(), iterations)
         return self._plan
 
     def check_training(self) -> None:
@@ -96,12 +97,16 @@ class TrainingModule(pl.LightningModule):
 
     @property
     def logging_now(self) -> bool:
-        """Whether this iteration's records reach the loggers (every ``trainer.log_every_n_steps``)."""
+        """Whether this iteration's records reach the loggers: every ``trainer.log_every_n_steps`` and the
+        run's last iteration."""
         trainer = self._trainer
         if trainer is None:
             return True
         every = max(int(trainer.log_every_n_steps or 1), 1)
-        return (self.iteration + 1) % every == 0 or bool(trainer.fast_dev_run)
+        last = (0 < trainer.max_steps <= self.iteration + 1
+                or (trainer.is_last_batch and trainer.max_epochs is not None
+                    and 0 < trainer.max_epochs <= trainer.current_epoch + 1))
+        return (self.iteration + 1) % every == 0 or last or bool(trainer.fast_dev_run)
 
     def train_iteration(self, batch) -> None:
         """The updates of one iteration (one batch), each through :meth:`update`."""

@@ -87,9 +87,10 @@ class Game(AdversarialModule):
         return None
 
     # ------------------------------------------------------------------------------------------ game
-    def f(self) -> Tensor:
-        """f(x, y); x minimises, y maximises."""
-        x, y = self.x.weight, self.y.weight
+    def f(self, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:
+        """f(x, y) at the players' strategies (or at the given ones); x minimises, y maximises."""
+        x = self.x.weight if x is None else x
+        y = self.y.weight if y is None else y
         if self.game == "bilinear":
             return x @ self.A @ y
         if self.game == "quadratic_cg":

@@ -27,8 +27,10 @@ A module may split a player's parameters into param groups with learning-rate mu
 head at 10x the backbone's rate): each group's lr is the player's lr times its ``lr_mult``; trainable
 parameters in no group form a group of their own at the player's lr.
 
-Schedulers step once per iteration for every player (src/models/base.py), so a schedule's length is the
-run's iterations, ``trainer.max_steps``.
+Schedulers step once per iteration for every player (src/models/base.py). A schedule whose length is left
+null (``total_iters`` of PolynomialLR / LinearLR, ``T_max`` of CosineAnnealingLR, ``total_steps`` of
+OneCycleLR) runs over the whole run: ``trainer.max_steps`` iterations, or epochs x batches per epoch, as
+capped by the debug presets.
 """
 from __future__ import annotations
 
@@ -41,9 +43,13 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from src.optim.base import is_game_optimizer
+from src.utils.cli import MOVED
 from src.utils.errors import ConfigError
 
 JOINT = "joint"
+#: a scheduler's keyword for its length: left null in the config, it is the run's iterations
+SCHEDULE_LENGTH = {"PolynomialLR": "total_iters", "LinearLR": "total_iters", "CosineAnnealingLR": "T_max",
+                   "OneCycleLR": "total_steps"}
 #: keys of the optimizer group that are not the optimizer's own keyword arguments
 COMMON_KEYS = ("players", "scheduler", "lookahead", "update", "order")
 UPDATES = ("alternating", "simultaneous")
@@ -74,8 +80,7 @@ class OptimizerGroup:
     def __init__(self, cfg: Mapping | None):
         cfg = _plain(cfg)
         if "optimizer" in cfg:
-            raise ConfigError("optimizer.optimizer: the optimizer's settings moved up one level: write optimizer.lr, "
-                              "optimizer.betas, ... (and optimizer._target_ for the class)")
+            raise ConfigError(f"optimizer.optimizer: {MOVED['optimizer.optimizer.']}")
         if not cfg.get("_target_"):
             raise ConfigError("optimizer._target_: missing; pick an optimizer group, e.g. optimizer=adam")
         self.shared = {k: v for k, v in cfg.items() if k not in COMMON_KEYS}
@@ -103,9 +108,11 @@ class OptimizerGroup:
             raise ConfigError(f"optimizer.players: unknown player(s) {sorted(unknown)}; this model's players are "
                               f"{list(players)}")
 
-    def build(self, players: Mapping[str, nn.Module],
-              param_groups: Mapping[str, Sequence[Mapping]] | None = None) -> "PlayerOptimizers":
-        """The optimizers (one per player, or one joint) and their schedulers, as one Lightning optimizer."""
+    def build(self, players: Mapping[str, nn.Module], param_groups: Mapping[str, Sequence[Mapping]] | None = None,
+              iterations: int | None = None) -> "PlayerOptimizers":
+        """The optimizers (one per player, or one joint) and their schedulers, as one Lightning optimizer.
+        `iterations`: the run's length, for a schedule whose length is null (None: not known yet, e.g. a
+        configuration check before the trainer exists; a placeholder length is used)."""
         self._check_players(list(players))
         param_groups = param_groups or {}
         if self.joint:
@@ -116,8 +123,19 @@ class OptimizerGroup:
             optimizers = {n: _instantiate(self.lookahead, o, key="optimizer.lookahead") for n, o in optimizers.items()}
         schedulers = {}
         if self.scheduler is not None:
-            schedulers = {n: _instantiate(self.scheduler, o, key="optimizer.scheduler") for n, o in optimizers.items()}
+            spec = self._scheduler_spec(iterations)
+            schedulers = {n: _instantiate(spec, o, key="optimizer.scheduler") for n, o in optimizers.items()}
         return PlayerOptimizers(optimizers, schedulers, joint=self.joint)
+
+    def _scheduler_spec(self, iterations: int | None) -> dict:
+        spec = dict(self.scheduler)
+        length = SCHEDULE_LENGTH.get(str(spec.get("_target_", "")).rsplit(".", 1)[-1])
+        if length is not None and spec.get(length) is None:
+            if iterations is not None and not (0 < iterations < float("inf")):
+                raise ConfigError(f"optimizer.scheduler.{length}: null means the run's iterations, but this run has "
+                                  "no fixed length (trainer.max_steps and trainer.max_epochs are both -1); set one")
+            spec[length] = int(iterations) if iterations is not None else 1
+        return spec
 
     def _build_joint(self, players: Mapping[str, nn.Module], param_groups: Mapping) -> Optimizer:
         if len(players) < 2:

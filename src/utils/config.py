@@ -9,8 +9,10 @@ from omegaconf import DictConfig, OmegaConf
 from src.utils.env import secret_values
 
 
-#: The keys every `optimizer` group shares (src/optim/factory.py), placed by conf/config.yaml. `players` is
-#: an open node, so that `optimizer.players.<player>.<key>=...` works on the command line without `+`.
+#: The keys every `optimizer` group shares (src/optim/factory.py), placed by conf/config.yaml. The group is an
+#: open node, so that any of the optimizer's keyword arguments (`optimizer.eps=...`) and any player's setting
+#: (`optimizer.players.<player>.<key>=...`) works on the command line without `+`; an unknown keyword fails
+#: when the optimizer is built, naming it.
 OPTIMIZER_COMMON = {"players": {}, "scheduler": None, "lookahead": None, "update": None, "order": None}
 
 
@@ -25,7 +27,7 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("run_dir", run_dir)
         OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir)
     common = OmegaConf.create(OPTIMIZER_COMMON)
-    OmegaConf.set_struct(common.players, False)
+    OmegaConf.set_struct(common, False)
     ConfigStore.instance().store(name="optimizer_common", node=common)
 
 

@@ -59,20 +59,23 @@ RULES: tuple[Rule, ...] = (
     Rule("model.gp_weight", NUM, _num(0), "a number >= 0"),
     Rule("model.num_eval_samples", INT, _num(1), "an integer >= 1"),
     Rule("model.loss", STR, None, "a loss name"),
-    # Any optimizer hyper-parameter, in the shared settings or a player's override.
-    Rule("optimizer.*.lr", NUM, _num(0, lo_open=True), "a number > 0"),
+    # Any optimizer hyper-parameter, in the shared settings or a player's own.
+    Rule("optimizer.lr", NUM, _num(0, lo_open=True), "a number > 0"),
     Rule("optimizer.players.*.lr", NUM, _num(0, lo_open=True), "a number > 0"),
-    Rule("optimizer.*.weight_decay", NUM, _num(0), "a number >= 0"),
+    Rule("optimizer.weight_decay", NUM, _num(0), "a number >= 0"),
     Rule("optimizer.players.*.weight_decay", NUM, _num(0), "a number >= 0"),
-    Rule("optimizer.*.momentum", NUM, _num(0, 1), "a number in [0, 1]"),
+    Rule("optimizer.momentum", NUM, _num(0, 1), "a number in [0, 1]"),
     Rule("optimizer.players.*.momentum", NUM, _num(0, 1), "a number in [0, 1]"),
-    Rule("optimizer.*.eps", NUM, _num(0, lo_open=True), "a number > 0"),
-    Rule("optimizer.*.betas", (ListConfig, list, tuple),
+    Rule("optimizer.eps", NUM, _num(0, lo_open=True), "a number > 0"),
+    Rule("optimizer.betas", (ListConfig, list, tuple),
          lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v),
          "two numbers in [0, 1)"),
     Rule("optimizer.players.*.betas", (ListConfig, list, tuple),
          lambda v: len(v) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in v),
          "two numbers in [0, 1)"),
+    Rule("optimizer.update", STR, lambda v: v in ("alternating", "simultaneous"),
+         "alternating or simultaneous (or null: the model's own rule)"),
+    Rule("optimizer.scheduler.total_iters", INT, _num(1), "an integer >= 1, or null for the run's iterations"),
 )
 
 

@@ -14,13 +14,13 @@ from src.callbacks.preemption import GracefulShutdown
 
 from tests.helpers import start_until_checkpoint
 
-ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=120", "trainer.limit_val_batches=1",
+ARGS = ["logger=csv", "trainer.max_epochs=-1", "trainer.max_steps=60", "trainer.limit_val_batches=1",
         "model.num_eval_samples=50", "trainer.enable_progress_bar=false", "model.metrics={}"]
 
 
 def _start_until_first_checkpoint(python_args: list[str], run_dir):
-    """Start `python PYTHON_ARGS ARGS` (a run writing last.ckpt every 4 steps); return once it wrote one."""
-    return start_until_checkpoint([*python_args, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=4"], run_dir)
+    """Start `python PYTHON_ARGS ARGS` (a run writing last.ckpt every 2 steps); return once it wrote one."""
+    return start_until_checkpoint([*python_args, *ARGS, "callbacks.last_checkpoint.every_n_train_steps=2"], run_dir)
 
 
 @pytest.mark.slow
@@ -35,7 +35,7 @@ def test_sigterm_checkpoints_and_resume_matches_uninterrupted_run(cli, tmp_path)
     assert proc.returncode == 128 + signal.SIGTERM, out[-2000:] + err[-3000:]
     assert "SIGTERM received" in err
     step = torch.load(ckpt, weights_only=True)["global_step"]
-    assert 0 < step < 120
+    assert 0 < step < 60
 
     resumed = cli(f"ckpt_path={ckpt}")
     assert resumed.returncode == 0, resumed.output[-3000:]
@@ -70,7 +70,7 @@ def test_sigusr2_checkpoints_then_hands_over_to_the_requeue_handler(tmp_path):
     assert marker.read_text() == "SIGUSR2", "the requeue handler got the signal"
     assert "SIGUSR2 received" in err
     step = torch.load(ckpt, weights_only=True)["global_step"]
-    assert first is not None and first <= step < 120, "the checkpoint holds the step the signal stopped at"
+    assert first is not None and first <= step < 60, "the checkpoint holds the step the signal stopped at"
     status = json.loads((run_dir / "summary.json").read_text())["status"]
     assert status.startswith("interrupted"), status
 
@@ -123,10 +123,10 @@ def test_only_our_handler_is_active_in_training_and_the_previous_one_is_back_aft
 def test_sigterm_in_the_final_validation_exits_143_and_records_interrupted(cli):
     """Outside the training steps Lightning's own handler acts (its SIGTERMException is a SystemExit that
     would exit 0): the run still exits 128 + 15, says how to resume, and summary.json says interrupted."""
-    run = cli(*ARGS, "trainer.max_steps=6", "trainer.limit_val_batches=3", "validate_after_fit=true",
+    run = cli(*ARGS, "trainer.max_steps=3", "trainer.limit_val_batches=3", "validate_after_fit=true",
               "+callbacks.sigterm._target_=tests.helpers.SigtermInStandaloneValidation")
     assert run.returncode == 128 + signal.SIGTERM, run.output[-3000:]
-    assert "SIGTERM received at step 6 outside the training steps" in run.output
+    assert "SIGTERM received at step 3 outside the training steps" in run.output
     assert "ckpt_path=" in run.output
     status = json.loads((run.run_dir / "summary.json").read_text())["status"]
     assert status.startswith("interrupted"), status

@@ -216,7 +216,7 @@ def test_check_finds_missing_data_before_training(tmp_path):
 
 def test_a_gpu_preset_without_its_data_reports_the_data_first(cli, tmp_path):
     """On a machine without the data (and maybe without a GPU) the VOC presets name the missing folder."""
-    run = cli("+experiment=voc_hung_semi", "logger=csv", f"paths.data_dir={tmp_path / 'data'}")
+    run = cli("experiment=voc_hung_semi", "logger=csv", f"paths.data_dir={tmp_path / 'data'}")
     assert run.returncode == 2, run.output[-2000:]
     assert "VOCdevkit/VOC2012 not found" in run.stderr and "Expected layout" in run.stderr
 

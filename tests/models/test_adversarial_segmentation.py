@@ -1,9 +1,10 @@
 """The adversarial-segmentation hybrid (Luc et al. 2016; Hung et al. 2018): ignore masking in every term,
-detaching between players, the T_semi mask and semi_start, the diagnostics, per-player optimizer
-classes, one training step per mode (and with a joint game optimizer), the scenes presets from the CLI."""
+each player's loss against values computed independently here (D's targets, S's adversarial target, the
+lambda-weighted total, d_on_unlabeled, semi_start and semi_adv_start gating), gradients reaching only the
+updated player, the T_semi mask, the diagnostics, per-player optimizer classes, one training run per mode
+(and with joint game optimizers), the scenes presets from the CLI."""
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -15,15 +16,15 @@ from torch import nn
 from src.models.adversarial_segmentation import AdversarialSegmentation, masked_bce
 from src.networks.seg_discriminators import HungDiscriminator, LucDiscriminator
 from src.networks.unet import UNet
-from src.optim.base import GameOptimizer
+from src.losses.segmentation import one_hot
+from src.optim.factory import OptimizerGroup
 from src.train import build_model
 from src.utils.errors import ConfigError
 from tests.helpers import compose
 from tests.models.seg_fakes import FakeSegData
 
 K = 4
-ADAM = {"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3},
-        "players": {"discriminator": {"lr": 1e-4, "betas": [0.9, 0.99]}}, "scheduler": None}
+ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3, "players": {"discriminator": {"lr": 1e-4, "betas": [0.9, 0.99]}}}
 
 
 def _model(mode="hung", variant="basic", optimizer=None, discriminator=None, **kwargs):
@@ -34,6 +35,14 @@ def _model(mode="hung", variant="basic", optimizer=None, discriminator=None, **k
                          else LucDiscriminator(K, variant=variant, base_width=4, num_layers=2))
     return AdversarialSegmentation(seg, discriminator, K, optimizer=OmegaConf.create(optimizer or ADAM), mode=mode,
                                    **kwargs)
+
+
+@pytest.fixture
+def at_iteration(monkeypatch):
+    """Place the module at a given 0-based training iteration (what the gating reads)."""
+    def place(k: int) -> None:
+        monkeypatch.setattr(AdversarialSegmentation, "iteration", property(lambda self: k))
+    return place
 
 
 def _batch(n=2, size=32, seed=0):
@@ -56,13 +65,12 @@ def test_segmenter_loss_gives_no_gradient_to_ignored_pixels(mode, variant):
     model = _model(mode, variant, lambda_adv=1.0)  # a large adversarial weight: its gradient must be masked too
     x, y = _batch()
     logits = torch.randn(2, K, 32, 32, requires_grad=True)
-    logs = {}
-    loss = model.segmenter_loss(x, y, logits, None, logs)
-    loss.backward()
+    terms = model.segmenter_terms(x, y, logits)
+    model.segmenter_loss(terms).backward()
     ignored = (y == 255).unsqueeze(1).expand_as(logits)
     assert torch.all(logits.grad[ignored] == 0)
     assert logits.grad[~ignored].abs().sum() > 0
-    assert logs["adv"] > 0 and logs["ce"] > 0
+    assert terms["adv"] > 0 and terms["ce"] > 0
 
 
 @pytest.mark.parametrize("mode,variant", [("hung", "basic"), ("luc", "product"), ("luc", "scaling")])
@@ -70,10 +78,10 @@ def test_discriminator_loss_ignores_what_lies_under_ignored_pixels(mode, variant
     model = _model(mode, variant)
     x, y = _batch()
     probs = torch.rand(2, K, 32, 32).softmax(1)
-    base = model.discriminator_loss(x, y, probs, None, {})
+    base = model.discriminator_loss(x, y, probs)
     other = probs.clone()
     other[(y == 255).unsqueeze(1).expand_as(other)] = torch.rand(int((y == 255).sum()) * K)
-    assert torch.allclose(model.discriminator_loss(x, y, other, None, {}), base, atol=1e-6)
+    assert torch.allclose(model.discriminator_loss(x, y, other), base, atol=1e-6)
 
 
 def test_masked_bce_is_a_mean_over_selected_pixels():
@@ -84,33 +92,153 @@ def test_masked_bce_is_a_mean_over_selected_pixels():
     assert masked_bce(logits, 1.0, torch.zeros_like(mask)).item() == 0.0
 
 
-# ------------------------------------------------------------------------------------------ detaching
-def _record_player_steps(model):
-    """Replace player_step by: backward, note which players got a gradient, no update."""
-    seen = {}
-
-    def fake_step(name, loss):
-        for p in model.parameters():
-            p.grad = None
-        loss.backward()
-        got = lambda m: any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())  # noqa: E731
-        seen[name] = {"segmenter": got(model.segmenter), "discriminator": got(model.discriminator)}
-
-    model.player_step = fake_step
-    return seen
+# ------------------------------------------------------------- each loss against independent values
+def _bce(logits, target, mask=None):
+    """Mean BCE-with-logits to a constant target over the selected pixels, written out here."""
+    z = logits.squeeze(1) if mask is not None else logits
+    per = -(target * torch.nn.functional.logsigmoid(z) + (1 - target) * torch.nn.functional.logsigmoid(-z))
+    if mask is None:
+        return per.mean()
+    return (per * mask).sum() / mask.sum()
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
+def _ce(logits, y):
+    valid = y != 255
+    logp = logits.log_softmax(1)
+    picked = logp.gather(1, torch.where(valid, y, torch.zeros_like(y))[:, None])[:, 0]
+    return -(picked * valid).sum() / valid.sum()
+
+
+def _unlabeled_batch(seed=1):
+    x, y = _batch(seed=seed)
+    return {"labeled": _batch(), "unlabeled": (x, y)}
+
+
+def _expected(model, batch, semi: bool, unlabeled_block: bool, d_on_unlabeled: bool):
+    """Both players' losses computed here from the networks' outputs (not from the module's code)."""
+    (x, y), (xu, yu) = batch["labeled"], batch["unlabeled"]
+    D, S = model.discriminator, model.segmenter
+    logits = S(x)
+    valid = y != 255
+    vm = valid.unsqueeze(1).float()
+    probs = logits.softmax(1)
+    ce = _ce(logits, y)
+    adv = _bce(D(probs * vm), 1.0, valid.float())                      # S wants D to say "real" (1)
+    s_loss = ce + model.lambda_adv * adv
+    real = _bce(D(one_hot(y, K) * vm), 1.0, valid.float())              # D: ground truth is real (1)
+    fake_l = D(probs * vm)
+    fake_terms, fake_masks = [fake_l], [valid.float()]
+    if unlabeled_block:
+        logits_u = S(xu)
+        d_u = D(logits_u.softmax(1))
+        s_loss = s_loss + model.lambda_adv_unlabeled * _bce(d_u, 1.0, torch.ones_like(d_u[:, 0]))
+        if semi:
+            conf = torch.sigmoid(d_u)[:, 0] > model.t_semi
+            pseudo = logits_u.argmax(1)
+            s_loss = s_loss + model.lambda_semi * _ce(logits_u, torch.where(conf, pseudo, torch.full_like(pseudo, 255)))
+        if d_on_unlabeled:
+            fake_terms.append(D(logits_u.softmax(1)))
+            fake_masks.append(torch.ones_like(d_u[:, 0]))
+    fake = _bce(torch.cat(fake_terms), 0.0, torch.cat(fake_masks))     # D: predictions are fake (0)
+    return s_loss, 0.5 * (real + fake)
+
+
+@pytest.mark.parametrize("iteration,semi,block", [(0, False, False), (4, False, False), (5, True, True),
+                                                   (9, True, True)])
+def test_hung_losses_match_independent_values_with_semi_adv_start_gating(iteration, semi, block, at_iteration):
+    """semi_start 2 < semi_adv_start 5: the whole unlabeled block (adversarial term, D on unlabeled
+    predictions, L_semi) waits for semi_adv_start, as in the authors' code (the old code applied the
+    unlabeled adversarial term from semi_start on)."""
+    model = _model(lambda_adv=0.3, lambda_adv_unlabeled=0.2, lambda_semi=0.7, t_semi=0.45, semi_start=2,
+                   semi_adv_start=5)
+    batch = _unlabeled_batch()
+    at_iteration(iteration)
+    got = model.losses(batch, ["segmenter", "discriminator"])
+    s_loss, d_loss = _expected(model, batch, semi, block, d_on_unlabeled=True)
+    assert got["segmenter"].item() == pytest.approx(s_loss.item(), rel=1e-5)
+    assert got["discriminator"].item() == pytest.approx(d_loss.item(), rel=1e-5)
+    assert ("semi" in model._train_logs) == semi and ("adv_unlabeled" in model._train_logs) == block
+
+
+@pytest.mark.parametrize("iteration,semi", [(5, False), (6, False), (7, True)])
+def test_semi_waits_for_semi_start_inside_the_unlabeled_block(iteration, semi, at_iteration):
+    model = _model(lambda_adv=0.3, lambda_adv_unlabeled=0.2, lambda_semi=0.7, t_semi=0.45, semi_start=7,
+                   semi_adv_start=5)
+    batch = _unlabeled_batch()
+    at_iteration(iteration)
+    got = model.losses(batch, ["segmenter", "discriminator"])
+    s_loss, d_loss = _expected(model, batch, semi, True, d_on_unlabeled=True)
+    assert got["segmenter"].item() == pytest.approx(s_loss.item(), rel=1e-5)
+    assert got["discriminator"].item() == pytest.approx(d_loss.item(), rel=1e-5)
+
+
+def test_d_on_unlabeled_false_keeps_unlabeled_predictions_out_of_d(at_iteration):
+    model = _model(lambda_adv=0.3, lambda_adv_unlabeled=0.2, lambda_semi=0.7, semi_start=0, d_on_unlabeled=False)
+    batch = _unlabeled_batch()
+    at_iteration(3)
+    got = model.losses(batch, ["segmenter", "discriminator"])
+    s_loss, d_loss = _expected(model, batch, True, True, d_on_unlabeled=False)
+    assert got["segmenter"].item() == pytest.approx(s_loss.item(), rel=1e-5)
+    assert got["discriminator"].item() == pytest.approx(d_loss.item(), rel=1e-5)
+
+
+def test_luc_losses_match_independent_values():
+    model = _model("luc", "basic", lambda_adv=0.4)
+    x, y = _batch()
+    got = model.losses((x, y), ["segmenter", "discriminator"])
+    D, logits = model.discriminator, model.segmenter(x)
+    vm = (y != 255).unsqueeze(1).float()
+    probs = logits.softmax(1)
+    s_loss = _ce(logits, y) + 0.4 * _bce(D(x, probs * vm), 1.0)
+    d_loss = _bce(D(x, one_hot(y, K) * vm), 1.0) + _bce(D(x, probs * vm), 0.0)
+    assert got["segmenter"].item() == pytest.approx(s_loss.item(), rel=1e-5)
+    assert got["discriminator"].item() == pytest.approx(d_loss.item(), rel=1e-5)
+
+
+def test_zero_sum_value_is_ce_plus_semi_minus_weighted_d_loss(at_iteration):
+    model = _model(lambda_adv=0.3, lambda_adv_unlabeled=0.0, lambda_semi=0.7, t_semi=0.45, semi_start=0)
+    batch = _unlabeled_batch()
+    at_iteration(1)
+    f = model.value(batch)
+    (x, y), (xu, _) = batch["labeled"], batch["unlabeled"]
+    logits_u = model.segmenter(xu)
+    conf = torch.sigmoid(model.discriminator(logits_u.softmax(1)))[:, 0] > 0.45
+    pseudo = logits_u.argmax(1)
+    semi = _ce(logits_u, torch.where(conf, pseudo, torch.full_like(pseudo, 255)))
+    _, d_loss = _expected(model, batch, True, True, d_on_unlabeled=True)
+    expected = _ce(model.segmenter(x), y) + 0.7 * semi - 0.3 * d_loss
+    assert f.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ------------------------------------------------------------------------- gradients per player
 @pytest.mark.parametrize("mode,unlabeled", [("hung", False), ("hung", True), ("luc", False)])
-def test_each_player_update_reaches_only_its_own_parameters(mode, unlabeled):
+def test_each_player_gradient_reaches_only_its_own_parameters(mode, unlabeled, at_iteration):
     model = _model(mode, "product", semi_start=0)
-    seen = _record_player_steps(model)
+    at_iteration(0)
     x, y = _batch()
     batch = {"labeled": (x, y), "unlabeled": _batch(seed=1)} if unlabeled else (x, y)
-    model.training_step(batch, 0)
-    assert seen["segmenter"] == {"segmenter": True, "discriminator": False}
-    assert seen["discriminator"] == {"segmenter": False, "discriminator": True}
-    assert all(p.requires_grad for p in model.discriminator.parameters())  # unfrozen again
+    losses = model.losses(batch, ["segmenter", "discriminator"])
+
+    def got(m):
+        return any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())
+
+    model.gradients("segmenter", losses["segmenter"], retain_graph=True)
+    assert got(model.segmenter) and not got(model.discriminator)
+    s_grads = [p.grad.clone() for p in model.segmenter.parameters()]
+    model.gradients("discriminator", losses["discriminator"])
+    assert got(model.discriminator)
+    assert all(torch.equal(a, p.grad) for a, p in zip(s_grads, model.segmenter.parameters()))
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen by hand
+
+
+def test_an_alternating_d_phase_builds_no_graph_through_the_segmenter():
+    model = _model()
+    d_only = model.losses(_batch(), ["discriminator"])
+    assert set(d_only) == {"discriminator"}
+    grads = torch.autograd.grad(d_only["discriminator"], list(model.discriminator.parameters()), allow_unused=True)
+    assert any(g is not None for g in grads)
+    with pytest.raises(RuntimeError):  # S's prediction was made without a graph
+        torch.autograd.grad(d_only["discriminator"], list(model.segmenter.parameters()))
 
 
 # -------------------------------------------------------------------------------------------- T_semi
@@ -129,30 +257,26 @@ class FixedConfidence(nn.Module):
         return logits + 0 * self.bias + 0 * probs.sum(1, keepdim=True)
 
 
-def test_semi_loss_only_where_confidence_exceeds_t_semi_and_only_from_semi_start():
+def test_semi_loss_only_where_confidence_exceeds_t_semi_and_only_from_semi_start(at_iteration):
     model = _model(discriminator=FixedConfidence(), lambda_adv=0.0, lambda_adv_unlabeled=0.0, lambda_semi=1.0,
                    t_semi=0.2, semi_start=3)
     x, y = _batch()
     xu, yu = _batch(seed=1)
     logits_u = torch.randn(2, K, 32, 32, requires_grad=True)
     logits = torch.randn(2, K, 32, 32)
-    # before semi_start: no semi term
-    model.batches_seen.fill_(3)
-    logs = {}
-    model.segmenter_loss(x, y, logits, (xu, yu), logs, logits_u)
-    assert "semi" not in logs
-    model.batches_seen.fill_(4)  # during the 4th batch (iteration 3): batches are counted at their start
-    logs = {}
-    loss = model.segmenter_loss(x, y, logits, (xu, yu), logs, logits_u)
-    assert "semi" in logs
-    loss.backward()
+    at_iteration(2)  # before semi_start: no semi term
+    assert "semi" not in model.segmenter_terms(x, y, logits, (xu, yu), logits_u)
+    at_iteration(3)
+    model._train_logs = {}
+    terms = model.segmenter_terms(x, y, logits, (xu, yu), logits_u)
+    model.segmenter_loss(terms).backward()
     g = logits_u.grad.abs().sum(1)
     assert torch.all(g[..., 16:] == 0) and torch.all(g[..., :16] > 0)
-    assert logs["semi_fraction"].item() == pytest.approx(0.5)
+    assert model._train_logs["semi_fraction"].item() == pytest.approx(0.5)
     # the semi loss is the cross-entropy to the argmax pseudo-labels on the confident half
     pseudo = logits_u.detach().argmax(1)
     expected = torch.nn.functional.cross_entropy(logits_u.detach()[..., :16], pseudo[..., :16])
-    assert logs["semi"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["semi"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_pseudo_label_accuracy_above_and_below_t_semi():
@@ -163,23 +287,25 @@ def test_pseudo_label_accuracy_above_and_below_t_semi():
     target[0, 0, 0] = 255        # ignored: not counted
     above = torch.zeros(1, 4, 4, dtype=torch.bool)
     above[..., :2] = True
-    logs = {}
-    model._log_pseudo(logs, pseudo, target, above)
+    model._record_pseudo(pseudo, target, above)
+    logs = model._train_logs
     assert logs["pseudo_acc_above"].item() == 1.0 and logs["pseudo_acc_below"].item() == 0.0
     assert logs["pseudo_acc"].item() == pytest.approx(7 / 15) and logs["semi_fraction"].item() == 0.5
 
 
 # ------------------------------------------------------------------------------------ training steps
-@pytest.mark.parametrize("mode,variant,unlabeled", [("hung", "basic", False), ("hung", "basic", True),
-                                                    ("luc", "basic", False), ("luc", "product", False),
-                                                    ("luc", "scaling", False)])
-def test_one_training_run_per_mode(mode, variant, unlabeled):
-    model = _model(mode, variant, semi_start=1)
-    trainer = _trainer(max_steps=4)  # 2 iterations: S and D step once each per iteration
+@pytest.mark.parametrize("mode,variant,unlabeled,update", [("hung", "basic", False, None), ("hung", "basic", True, None),
+                                                           ("hung", "basic", True, "alternating"),
+                                                           ("luc", "basic", False, None), ("luc", "product", False, None),
+                                                           ("luc", "scaling", False, None)])
+def test_one_training_run_per_mode(mode, variant, unlabeled, update):
+    model = _model(mode, variant, semi_start=1, optimizer={**ADAM, "update": update})
+    trainer = _trainer(max_steps=2)  # 2 iterations
+    trainer.log_every_n_steps = 1
     data = FakeSegData(num_train=8, unlabeled=unlabeled, labeled_fraction=0.5 if unlabeled else 1.0)
     trainer.fit(model, datamodule=data)
     m = trainer.callback_metrics
-    assert int(model.batches_seen) == 2 and trainer.global_step == 4
+    assert trainer.global_step == 2
     for key in ("train/loss", "train/ce", "train/adv", "train/d_loss", "train/d_acc", "val/mIoU", "val/mAcc",
                 "val/aAcc", "grad_norm/segmenter", "grad_norm/discriminator"):
         assert key in m, key
@@ -190,46 +316,22 @@ def test_one_training_run_per_mode(mode, variant, unlabeled):
             assert key in m, key
 
 
-class Simultaneous(GameOptimizer):
-    """Simultaneous gradient descent on each player's own loss: the smallest game optimizer."""
-
-    def __init__(self, params, lr=1e-3):
-        super().__init__(params, {"lr": lr})
-
-    def step(self, closure):
-        losses = closure()
-        for group, loss in zip(self.param_groups, losses):
-            grads = torch.autograd.grad(loss, group["params"], retain_graph=True, allow_unused=True)
-            for p, g in zip(group["params"], grads):
-                p.grad = g
-        with torch.no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.add_(p.grad, alpha=-group["lr"])
-        return losses
-
-
-class ZeroSumSimultaneous(Simultaneous):
-    requires_zero_sum = True
-
-
-@pytest.mark.parametrize("cls", [Simultaneous, ZeroSumSimultaneous])
-def test_joint_game_optimizer_trains_both_players(cls):
-    model = _model(semi_start=0)
-    model.optimizer_cfg = {"optimizer": functools.partial(cls, lr=1e-2)}
+@pytest.mark.parametrize("optimizer", [{"_target_": "src.optim.extragradient.Extragradient", "lr": 1e-2},
+                                       {"_target_": "src.optim.cgd.CGD", "lr": 1e-2}])
+def test_joint_game_optimizers_train_both_players(optimizer):
+    model = _model(semi_start=0, optimizer=optimizer)
     before = {n: [p.detach().clone() for p in m.parameters()] for n, m in model.players.items()}
     trainer = _trainer(max_steps=2)
+    trainer.log_every_n_steps = 1
     trainer.fit(model, datamodule=FakeSegData(unlabeled=True, labeled_fraction=0.5))
-    assert model.joint
+    assert model.rule == "joint"
     for name, module in model.players.items():
         assert any(not torch.equal(a, b) for a, b in zip(before[name], module.parameters())), name
     assert "train/d_loss" in trainer.callback_metrics
 
 
 def test_joint_optimizer_refuses_a_head_multiplier():
-    model = _model(head_lr_mult=10.0)
-    model.optimizer_cfg = {"optimizer": functools.partial(Simultaneous, lr=1e-2)}
+    model = _model(head_lr_mult=10.0, optimizer={"_target_": "src.optim.extragradient.Extragradient", "lr": 1e-2})
     with pytest.raises(ConfigError, match="head_lr_mult"):
         model.plan_optimizers()
 
@@ -237,15 +339,17 @@ def test_joint_optimizer_refuses_a_head_multiplier():
 # ---------------------------------------------------------------------------------- optimizer presets
 def test_hung_preset_gives_each_player_its_own_optimizer_class_and_poly(tmp_path):
     cfg = compose(["model=adv_seg_hung", "dataset=scenes", "optimizer=hung", "model.head_lr_mult=10",
-                   "model.segmenter.base_width=4", "model.discriminator.base_width=4"], output_dir=tmp_path)
-    plan = build_model(cfg).plan_optimizers()
+                   "model.segmenter.base_width=4", "model.discriminator.base_width=4", "trainer.max_steps=100"],
+                  output_dir=tmp_path)
+    model = build_model(cfg)
+    plan = model.optimizer_group.build(model.players, model.player_param_groups(), iterations=100)
     s, d = plan.optimizers["segmenter"], plan.optimizers["discriminator"]
     assert type(s).__name__ == "SGD" and type(d).__name__ == "Adam"
     assert sorted(g["lr"] for g in s.param_groups) == pytest.approx([2.5e-4, 2.5e-3])
     assert all(g["momentum"] == 0.9 and g["weight_decay"] == pytest.approx(5e-4) for g in s.param_groups)
     assert d.param_groups[0]["lr"] == pytest.approx(1e-4) and tuple(d.param_groups[0]["betas"]) == (0.9, 0.99)
     assert {type(x).__name__ for x in plan.schedulers.values()} == {"PolynomialLR"}
-    assert all(x.power == 0.9 for x in plan.schedulers.values())
+    assert all(x.power == 0.9 and x.total_iters == 100 for x in plan.schedulers.values())
 
 
 def test_mode_and_discriminator_must_match():
@@ -257,16 +361,16 @@ def test_mode_and_discriminator_must_match():
 
 # -------------------------------------------------------------------------------------------- the CLI
 TINY = ["logger=csv", "dataset.num_train=64", "dataset.num_val=16", "dataset.val_batch_size=16",
-        "model.segmenter.base_width=4", "trainer.val_check_interval=2"]
+        "model.segmenter.base_width=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1"]
 
 
-@pytest.mark.parametrize("experiment,steps", [("scenes_supervised", 3), ("scenes_adv", 6), ("scenes_semi", 6)])
+@pytest.mark.parametrize("experiment,steps", [("scenes_supervised", 3), ("scenes_adv", 3), ("scenes_semi", 3)])
 def test_scenes_presets_run_from_the_cli(experiment, steps, cli):
     extra = ["model.semi_start=1", "model.discriminator.base_width=4"] if experiment != "scenes_supervised" else []
-    result = cli(f"+experiment={experiment}", f"trainer.max_steps={steps}", *TINY, *extra)
+    result = cli(f"experiment={experiment}", f"trainer.max_steps={steps}", *TINY, *extra)
     assert result.returncode == 0, result.output[-3000:]
     s = result.summary
-    assert s["status"] == "finished"
+    assert s["status"] == "finished" and s["global_step"] == steps
     for key in ("val/mIoU", "val/mAcc", "val/aAcc", "train/loss"):
         assert key in s["metrics"], key
     assert list((result.run_dir / "overlays").glob("overlays_step*.png")), "overlay pictures at validation"
@@ -278,20 +382,20 @@ def test_scenes_presets_run_from_the_cli(experiment, steps, cli):
 
 
 def test_factory_player_classes_from_plain_config_and_refusals():
-    from src.optim.factory import build_optimizers
-
     players = {"segmenter": nn.Conv2d(3, 4, 1), "discriminator": nn.Conv2d(4, 1, 1)}
-    cfg = OmegaConf.create({"optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9},
+    group = OptimizerGroup({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9,
                             "players": {"discriminator": {"_target_": "torch.optim.Adam", "lr": 1e-4}}})
-    plan = build_optimizers(cfg, players)  # a raw config node: the factory instantiates the player's class
+    plan = group.build(players)
     assert type(plan.optimizers["segmenter"]).__name__ == "SGD"
     assert type(plan.optimizers["discriminator"]).__name__ == "Adam"
     assert "momentum" not in plan.optimizers["discriminator"].param_groups[0]  # nothing inherited
-    bad = OmegaConf.create({"optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
-                            "players": {"discriminator": {"_target_": "torch.optim.Adam", "nope": 1}}})
+    bad = OptimizerGroup({"_target_": "torch.optim.SGD", "lr": 0.1,
+                          "players": {"discriminator": {"_target_": "torch.optim.Adam", "nope": 1}}})
     with pytest.raises(ConfigError, match="optimizer.players.discriminator|nope"):
-        build_optimizers(bad, players)
-    joint = {"optimizer": functools.partial(Simultaneous, lr=0.1),
-             "players": {"discriminator": {"_target_": "torch.optim.Adam", "_partial_": True}}}
+        bad.build(players)
+    joint = OptimizerGroup({"_target_": "src.optim.extragradient.Extragradient", "lr": 0.1,
+                            "players": {"discriminator": {"_target_": "torch.optim.Adam"}}})
     with pytest.raises(ConfigError, match="joint game optimizer"):
-        build_optimizers(joint, players)
+        joint.build(players)
+    with pytest.raises(ConfigError, match="unknown player"):
+        OptimizerGroup({"_target_": "torch.optim.SGD", "lr": 0.1, "players": {"generator": {"lr": 1}}}).build(players)

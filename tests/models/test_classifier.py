@@ -13,7 +13,7 @@ from src.models.classifier import Classifier, confusion_png, labeled_part
 from src.networks.classifier import ConvNet, MLPClassifier, MLPGenerator
 from src.utils.errors import ConfigError
 
-ADAM = {"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3}}
+ADAM = {"_target_": "torch.optim.Adam", "lr": 3e-3}
 
 
 @pytest.mark.parametrize("shape,kwargs", [
@@ -58,10 +58,11 @@ def test_classifier_learns_logs_accuracy_and_saves_the_confusion_matrix(tmp_path
     train = DataLoader(_tiny_data(), batch_size=32, shuffle=True)
     val = DataLoader(_tiny_data(128, seed=1), batch_size=64)
     trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+                         enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                         log_every_n_steps=1)
     trainer.fit(model, train, val)
     assert float(trainer.callback_metrics["val/acc"]) > 0.9
-    assert {"val/acc_balanced", "val/loss", "train/loss_epoch", "grad_norm/classifier"} <= set(trainer.callback_metrics)
+    assert {"val/acc_balanced", "val/loss", "train/loss", "grad_norm/classifier"} <= set(trainer.callback_metrics)
     pngs = sorted((tmp_path / "confusion").glob("confusion_step*.png"))
     assert len(pngs) == 3 and model.last_confusion.sum() == 128
     preds = trainer.predict(model, DataLoader(_tiny_data(8, seed=2).tensors[0], batch_size=8))
@@ -70,8 +71,7 @@ def test_classifier_learns_logs_accuracy_and_saves_the_confusion_matrix(tmp_path
 
 def test_joint_game_optimizer_is_refused():
     net = ConvNet((1, 8, 8), num_classes=4, widths=[4], feature_dim=8)
-    model = Classifier(net, num_classes=4, optimizer={"optimizer": {
-        "_target_": "src.optim.extragradient.Extragradient", "_partial_": True, "lr": 0.01}})
+    model = Classifier(net, num_classes=4, optimizer={"_target_": "src.optim.extragradient.Extragradient", "lr": 0.01})
     with pytest.raises(ConfigError, match="two"):
         model.plan_optimizers()
 

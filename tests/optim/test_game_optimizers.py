@@ -18,7 +18,7 @@ from src.optim.base import GameOptimizer
 from src.optim.cgd import CGD
 from src.optim.consensus import Consensus
 from src.optim.extragradient import ExtraAdam, Extragradient
-from src.optim.factory import JOINT, build_optimizers
+from src.optim.factory import JOINT, OptimizerGroup
 from src.optim.hvp import conjugate_gradient, flat_grad, mixed_vp
 from src.optim.lookahead import Lookahead
 from src.optim.optimistic import OptimisticAdam, OptimisticGD
@@ -152,10 +152,12 @@ def test_reference_table_bilinear_1000_steps():
     eg = lambda p, lr: Extragradient(p, lr=lr)  # noqa: E731
     assert run_joint(eg, 1000, 0.1) == pytest.approx(9.8e-3, rel=0.01)
     assert run_joint(eg, 1000, 1.0) == pytest.approx(math.sqrt(2), rel=1e-9)
-    # CGD: ~9.8e-3 at 0.1 and sqrt(2) 2^-500 ~ 4e-151 at 1.0
-    cgd = lambda p, lr: CGD(p, lr=lr, tol=1e-28, atol=1e-300)  # noqa: E731
-    assert run_joint(cgd, 1000, 0.1) == pytest.approx(math.sqrt(2) * 1.01**-500, rel=1e-6)
-    assert run_joint(cgd, 1000, 1.0) == pytest.approx(math.sqrt(2) * 2.0**-500, rel=1e-6)
+    # CGD: ~9.8e-3 at 0.1 and sqrt(2) 2^-500 ~ 4e-151 at 1.0. No absolute floor on CG's residual (atol=0):
+    # near 1e-151 any floor stops CG before its first iteration; and abs=0 in approx, whose default
+    # absolute tolerance (1e-12) would accept any number this small.
+    cgd = lambda p, lr: CGD(p, lr=lr, tol=1e-28, atol=0.0)  # noqa: E731
+    assert run_joint(cgd, 1000, 0.1) == pytest.approx(math.sqrt(2) * 1.01**-500, rel=1e-6, abs=0)
+    assert run_joint(cgd, 1000, 1.0) == pytest.approx(math.sqrt(2) * 2.0**-500, rel=1e-6, abs=0)
 
 
 def test_past_extragradient_and_optimistic_converge_on_bilinear():
@@ -471,12 +473,12 @@ GAME_PRESETS = ["cgd", "acgd", "extragradient", "extra_adam", "past_extra_adam",
 
 @pytest.mark.parametrize("preset", GAME_PRESETS)
 def test_presets_build_and_step_a_game(preset):
+    from src.train import build_model
     from tests.helpers import compose
-    import hydra
 
-    cfg = compose(["+experiment=bilinear", f"optimizer={preset}", "model.dim=3"])
-    model = hydra.utils.instantiate(cfg.model)
-    plan = build_optimizers(cfg.optimizer, model.players)
+    cfg = compose(["experiment=bilinear", f"optimizer={preset}", "model.dim=3"])
+    model = build_model(cfg)
+    plan = model.plan_optimizers()
     opt = plan.optimizers.get(JOINT) or plan.optimizers["x"]
     assert (CONF / "optimizer" / f"{preset}.yaml").read_text().startswith("#")  # a header citing the paper
     if preset.startswith("lookahead"):
@@ -485,14 +487,13 @@ def test_presets_build_and_step_a_game(preset):
         assert opt.param_groups[0]["past"] is True
     if plan.joint:
         before = model.distance_to_equilibrium()
-        opt.step(zero_sum(model.value))
+        opt.step(zero_sum(model.f))
         assert model.distance_to_equilibrium() != before
-    assert cfg.optimizer.optimizer.lr == 0.1  # the experiment's lr wins over the preset's
+    assert cfg.optimizer.lr == 0.1  # the experiment's lr wins over the preset's
 
 
 def test_acgd_preset_defaults_follow_the_paper():
-    cfg = OmegaConf.load(CONF / "optimizer" / "acgd.yaml")
-    o = cfg.optimizer
+    o = OmegaConf.load(CONF / "optimizer" / "acgd.yaml")
     assert (o.lr, o.beta, o.eps, o.tol, o.atol, o.warm_start) == (1e-4, 0.99, 1e-5, 1e-10, 1e-16, True)
     assert issubclass(ACGD, GameOptimizer) and ACGD.requires_zero_sum
 

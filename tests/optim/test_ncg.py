@@ -13,7 +13,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from src.optim.factory import build_optimizers
+from src.optim.factory import OptimizerGroup
 from src.optim.ncg import BETA_RULES, NCG
 from src.optim.ncg_adam import NCGAdam
 from src.utils.errors import ConfigError
@@ -259,42 +259,47 @@ def test_params_without_gradient_are_skipped_and_restart_the_direction():
 
 
 # --------------------------------------------------------------------------------------- schedules
-SCHEDULES = {
-    "constant": ({}, lambda n: 0.2),
-    "inv_sqrt": ({}, lambda n: 0.2 / math.sqrt(n + 1)),
-    "exponential": ({"exp_decay": 0.9}, lambda n: 0.2 * 0.9**n),
-    "power": ({"power": 0.5}, lambda n: 0.2 * (n + 1) ** -0.5),
-    "step": ({"step_every": 3, "step_factor": 0.5}, lambda n: 0.2 * 0.5 ** (n // 3)),
+SCHEDULES = {  # the step-size schedules of Naganuma & Iiduka's sweeps, as the group's scheduler
+    "constant": (None, lambda n: 0.2),
+    "inv_sqrt": ({"_target_": "src.optim.schedules.PowerDecay", "power": 0.5}, lambda n: 0.2 / math.sqrt(n + 1)),
+    "power": ({"_target_": "src.optim.schedules.PowerDecay", "power": 0.75}, lambda n: 0.2 * (n + 1) ** -0.75),
+    "exponential": ({"_target_": "torch.optim.lr_scheduler.ExponentialLR", "gamma": 0.9}, lambda n: 0.2 * 0.9**n),
+    "step": ({"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": 3, "gamma": 0.5},
+             lambda n: 0.2 * 0.5 ** (n // 3)),
 }
 
 
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_schedule_gives_documented_lr_sequence(schedule):
-    options, expected = SCHEDULES[schedule]
-    x = torch.ones(4, dtype=F64, requires_grad=True)
+    """NCG's step size follows the optimizer group's scheduler, stepped once per iteration."""
+    spec, expected = SCHEDULES[schedule]
+    holder = nn.Module()
+    holder.x = nn.Parameter(torch.ones(4, dtype=F64))
+    plan = OptimizerGroup({"_target_": "src.optim.ncg.NCG", "lr": 0.2, "scheduler": spec}).build({"p": holder})
+    opt = plan.optimizers["p"]
     seen = []
 
     def record(params, grads, directions, lr):
         seen.append((lr, [d.clone() for d in directions]))
         return lr
 
-    opt = NCG([x], lr=0.2, schedule=schedule, line_search=record, **options)
+    opt.line_search = record
+    x = holder.x
     for n in range(8):
         before = x.detach().clone()
         opt.zero_grad()
         (x**2).sum().backward()
         opt.step()
+        plan.step_schedulers()
         lr, (d,) = seen[-1]
-        assert lr == pytest.approx(expected(n), rel=1e-15)
+        assert lr == pytest.approx(expected(n), rel=1e-12)
         assert opt.stats["lr"] == lr
         torch.testing.assert_close(x.detach(), before + lr * d, rtol=0, atol=1e-15)
 
 
-def test_default_decays():
-    opt = NCG([torch.zeros(1, requires_grad=True)], schedule="exponential")
-    group = opt.param_groups[0]
-    defaults = (group["exp_decay"], group["power"], group["step_every"], group["step_factor"])
-    assert defaults == (0.99999, 0.75, 10_000, 0.9)
+def test_ncg_has_no_schedule_of_its_own():
+    with pytest.raises(TypeError):
+        NCG([torch.zeros(1, requires_grad=True)], schedule="exponential")
 
 
 # ------------------------------------------------------------------------------------- exact resume
@@ -311,7 +316,7 @@ def train(model, opt, batches):
 
 
 OPTIMIZERS = {
-    "ncg_global_hz": lambda p: NCG(p, lr=0.05, beta_rule="HZ", schedule="inv_sqrt", weight_decay=1e-3),
+    "ncg_global_hz": lambda p: NCG(p, lr=0.05, beta_rule="HZ", weight_decay=1e-3),
     "ncg_tensor_prp": lambda p: NCG(p, lr=0.05, beta_rule="PRP", beta_scope="tensor", c=0.75),
     "ncg_adam": lambda p: NCGAdam(p, lr=1e-2, M=0.5, weight_decay=1e-3),
 }
@@ -469,14 +474,13 @@ def players():
 @pytest.mark.parametrize("name", MINE)
 def test_config_builds_per_player_optimizers_that_step(name):
     cfg = OmegaConf.load(CONF / "optimizer" / f"{name}.yaml")
-    assert set(cfg) == {"optimizer", "players", "scheduler", "lookahead"}
-    assert cfg.optimizer._partial_ is True
+    assert cfg._target_ and "optimizer" not in cfg  # the optimizer's settings at the top of the group
     nets = players()
     cfg.players = {"discriminator": {"lr": 3e-3}}
-    plan = build_optimizers(cfg, nets)
+    plan = OptimizerGroup(cfg).build(nets)
     assert not plan.joint and set(plan.optimizers) == set(nets)
     assert plan.optimizers["discriminator"].param_groups[0]["lr"] == 3e-3
-    assert plan.optimizers["generator"].param_groups[0]["lr"] == cfg.optimizer.lr
+    assert plan.optimizers["generator"].param_groups[0]["lr"] == cfg.lr
     for player, net in nets.items():
         before = [p.detach().clone() for p in net.parameters()]
         for _ in range(2):
@@ -487,20 +491,18 @@ def test_config_builds_per_player_optimizers_that_step(name):
 
 
 def test_config_composes_through_hydra():
-    from hydra import compose, initialize_config_dir
+    from tests.helpers import compose
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for name, cls in (("ncg", NCG), ("ncg_adam", NCGAdam)):
-            overrides = [f"optimizer={name}", "optimizer.optimizer.beta_scope=tensor"]
-            cfg = compose(config_name="config", overrides=overrides)
-            plan = build_optimizers(cfg.optimizer, players())
-            assert all(type(o) is cls and o.param_groups[0]["beta_scope"] == "tensor" for o in plan.optimizers.values())
+    for name, cls in (("ncg", NCG), ("ncg_adam", NCGAdam)):
+        cfg = compose([f"optimizer={name}", "optimizer.beta_scope=tensor"])
+        plan = OptimizerGroup(cfg.optimizer).build(players())
+        assert all(type(o) is cls and o.param_groups[0]["beta_scope"] == "tensor" for o in plan.optimizers.values())
 
 
 def test_bad_option_is_a_config_error():
     cfg = OmegaConf.load(CONF / "optimizer" / "ncg.yaml")
-    cfg.optimizer.beta_rule = "XYZ"
+    cfg.beta_rule = "XYZ"
     with pytest.raises(ConfigError, match="beta_rule"):
-        build_optimizers(cfg, players())
-    cfg.optimizer.beta_rule = "fr"  # case-insensitive
-    assert build_optimizers(cfg, players()).optimizers["generator"].param_groups[0]["beta_rule"] == "FR"
+        OptimizerGroup(cfg).build(players())
+    cfg.beta_rule = "fr"  # case-insensitive
+    assert OptimizerGroup(cfg).build(players()).optimizers["generator"].param_groups[0]["beta_rule"] == "FR"

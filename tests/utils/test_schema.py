@@ -17,8 +17,8 @@ def test_valid_config_passes():
 
 @pytest.mark.parametrize("bad,key", [
     ({"seed": "x"}, "seed"), ({"seed": True}, "seed"), ({"model": {"n_critic": 0}}, "model.n_critic"),
-    ({"optimizer": {"optimizer": {"lr": -1}}}, "optimizer.optimizer.lr"),
-    ({"optimizer": {"optimizer": {"betas": [0.5, 1.5]}}}, "optimizer.optimizer.betas"),
+    ({"optimizer": {"lr": -1}}, "optimizer.lr"),
+    ({"optimizer": {"betas": [0.5, 1.5]}}, "optimizer.betas"),
     ({"optimizer": {"players": {"generator": {"lr": 0}}}}, "optimizer.players.generator.lr"),
     ({"dataset": {"batch_size": 0}}, "dataset.batch_size"),
 ])
