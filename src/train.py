@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from hydra.errors import InstantiationException
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -98,6 +100,40 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
         pass
 
 
+def start_experiments(loggers: list) -> Callable[[], None]:
+    """Start the loggers' runs in the background (wandb's takes about a second: its service process, its
+    files), so that they overlap the data and trainer set-up; returns the function that waits for them
+    and raises their error, if any."""
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            for lg in loggers:
+                lg.experiment  # noqa: B018 - Lightning's loggers create their run on first access
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            errors.append(err)
+
+    thread = threading.Thread(target=start, name="start-loggers", daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if errors:
+            raise errors[0]
+
+    return wait
+
+
+def quiet_cuda_probe() -> None:
+    """torch.optim asks ``torch.cuda.is_available()`` at every optimizer step. Lightning sets
+    PYTORCH_NVML_BASED_CUDA_CHECK=1 (it keeps forked workers safe on GPU machines), under which each query
+    on a machine without a CUDA device loads NVML again, as torch caches the answer only once CUDA is
+    initialised. Where there is no device there is nothing to protect, and torch's runtime check gives the
+    same answer, cached: drop the variable."""
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1" and not torch.cuda.is_available():
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one run; returns the summary dict (also written to <output_dir>/summary.json)."""
     choices, overrides = hydra_choices(), hydra_overrides()
@@ -120,10 +156,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     config = resolved_container(cfg)
 
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    quiet_cuda_probe()
     datamodule = build_datamodule(cfg)
     datamodule.check()  # missing or corrupt data fails here, before loggers start
     model = build_model(cfg)
     model.check_training()  # optimizer and update-rule errors fail here too
+    loggers = build_loggers(cfg)
+    started = start_experiments(loggers)  # wandb starts while the data are set up
+    datamodule.setup("fit")
     summary = RunSummary(str(output_dir / "summary.json"), extra={
         "seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices, "overrides": overrides,
         "output_dir": str(output_dir.resolve()),
@@ -131,8 +171,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [*build_callbacks(cfg), summary, ConfigInCheckpoint(config, choices, int(cfg.seed))]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())  # Lightning's, counting the run's budget in its own unit
-    loggers = build_loggers(cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    started()
 
     info = {"seed": int(cfg.seed), "choices": choices, "overrides": overrides}
     for lg in trainer.loggers:

@@ -5,9 +5,37 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader, Dataset
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
 
 from src.data.sampling import ResumableBatchSampler, ResumableDataLoader
+
+
+class Batch(tuple):
+    """A batch that is already collated (one tensor per field)."""
+
+
+class Tensors(TensorDataset):
+    """Tensors held in memory, served a batch at a time: the DataLoader hands ``__getitems__`` the batch's
+    indices and gets the batch back from one indexing op per tensor, instead of fetching item by item and
+    collating (for small models that per-item work costs as much as a training step)."""
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return Batch(t[index] for t in self.tensors)
+
+
+def collate(batch):
+    """PyTorch's default collate, except that a :class:`Batch` passes as it is."""
+    return batch if isinstance(batch, Batch) else default_collate(batch)
+
+
+def images_of(dataset: Dataset, batch_size: int = 500) -> torch.Tensor:
+    """Every image (the first field of each item) of a dataset, in order, as one tensor."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    return torch.cat([batch[0] for batch in loader])
 
 
 class ResumableDataModule(pl.LightningDataModule):
@@ -17,8 +45,8 @@ class ResumableDataModule(pl.LightningDataModule):
     shape: Sequence[int] = ()
     #: the batch sampler of training loaders (a subclass may e.g. tag each index with the epoch)
     train_batch_sampler_cls: type[ResumableBatchSampler] = ResumableBatchSampler
-    #: the collate function of every loader; None: PyTorch's default
-    collate_fn: Callable | None = None
+    #: the collate function of every loader
+    collate_fn: Callable = staticmethod(collate)
 
     def __init__(self, batch_size: int = 64, val_batch_size: int | None = None, num_workers: int = 0,
                  seed: int = 0, shuffle: bool = True, pin_memory: bool = False):

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import TensorDataset
 
-from src.data.base import ResumableDataModule
+from src.data.base import ResumableDataModule, Tensors
 from src.utils.errors import DataError
 from src.utils.schema import choose
 
@@ -79,4 +78,4 @@ class DigitsDataModule(ResumableDataModule):
         y = torch.from_numpy(labels)
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SPLIT_SEED))
         val, train = order[: self.num_val], order[self.num_val:]
-        self.train_set, self.val_set = TensorDataset(x[train], y[train]), TensorDataset(x[val], y[val])
+        self.train_set, self.val_set = Tensors(x[train], y[train]), Tensors(x[val], y[val])

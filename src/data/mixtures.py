@@ -7,9 +7,8 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import TensorDataset
 
-from src.data.base import ResumableDataModule
+from src.data.base import ResumableDataModule, Tensors
 from src.utils.schema import choose
 
 
@@ -43,4 +42,4 @@ class MixtureDataModule(ResumableDataModule):
         g = torch.Generator().manual_seed(self.seed)
         train = sample_mixture(self.centers, self.std, self.num_train, g)
         val = sample_mixture(self.centers, self.std, self.num_val, g)
-        self.train_set, self.val_set = TensorDataset(train), TensorDataset(val)
+        self.train_set, self.val_set = Tensors(train), Tensors(val)

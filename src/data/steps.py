@@ -4,9 +4,8 @@ src/data/base.py, so a checkpoint taken mid-epoch resumes at the next step exact
 from __future__ import annotations
 
 import torch
-from torch.utils.data import TensorDataset
 
-from src.data.base import ResumableDataModule
+from src.data.base import ResumableDataModule, Tensors
 
 
 class StepsDataModule(ResumableDataModule):
@@ -23,5 +22,5 @@ class StepsDataModule(ResumableDataModule):
             return
         _, world = self._rank()
         n = self.steps_per_epoch * self.batch_size * world  # steps_per_epoch batches on every process
-        self.train_set = TensorDataset(torch.zeros(n, 1))
-        self.val_set = TensorDataset(torch.zeros(self.val_batch_size * world, 1))
+        self.train_set = Tensors(torch.zeros(n, 1))
+        self.val_set = Tensors(torch.zeros(self.val_batch_size * world, 1))

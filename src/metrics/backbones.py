@@ -302,33 +302,57 @@ class _TFInception(nn.Module):
 _MEMO: dict[tuple, FeatureBackbone] = {}
 
 
+def _known(name: str) -> None:
+    if name not in PRESETS and name not in INCEPTION_NAMES:
+        names = ", ".join(list(PRESETS) + list(INCEPTION_NAMES))
+        raise ConfigError(f"GAN metrics backbone: unknown {name!r}; choose one of: {names}")
+
+
+def _preset_file(name: str, cache_dir: str | os.PathLike | None, auto_train: bool) -> Path:
+    """Where the preset's trained network is cached; an error if it is missing and may not be trained."""
+    preset = PRESETS[name]
+    if cache_dir is None:
+        cache_dir = os.environ.get("CACHE_DIR") or Path(__file__).resolve().parents[2] / ".cache"
+    path = Path(os.path.expanduser(str(cache_dir))) / "backbones" / f"{name}-{recipe_hash(preset.recipe())}.pt"
+    if not path.is_file() and not (preset.auto_train and auto_train):
+        raise BackboneError(
+            f"GAN metrics backbone {name!r}: no trained network at {path}. Train one with "
+            f"`python -m src.run experiment={name.replace('_cnn', '')}_classifier` and pass its checkpoint "
+            "as dataset.meta.metrics.quality.checkpoint=<run>/checkpoints/best-<step>.ckpt, or use "
+            "backbone=inception with INCEPTION_WEIGHTS=<local Inception-v3 weights file> in .env")
+    return path
+
+
+def check_backbone(name: str = "digits_cnn", checkpoint: str | None = None, inception_weights: str | None = None,
+                   cache_dir: str | os.PathLike | None = None, auto_train: bool = True) -> None:
+    """The errors :func:`load_backbone` would raise for an unknown or missing backbone, without loading
+    it (or training it: a preset that trains on first use is trained when it is first used)."""
+    _known(name)
+    if name in INCEPTION_NAMES:
+        _inception_file(name, inception_weights)
+    elif checkpoint:
+        path = Path(os.path.expanduser(str(checkpoint)))
+        if not path.is_file():
+            raise BackboneError(f"GAN metrics checkpoint: no file at {path}")
+    else:
+        _preset_file(name, cache_dir, auto_train)
+
+
 def load_backbone(name: str = "digits_cnn", checkpoint: str | None = None, inception_weights: str | None = None,
                   cache_dir: str | os.PathLike | None = None, data_root: str | None = None,
                   auto_train: bool = True) -> FeatureBackbone:
     """The feature extractor named `name` (see the module docstring). Loaded once per process and file."""
-    if name not in PRESETS and name not in INCEPTION_NAMES:
-        names = ", ".join(list(PRESETS) + list(INCEPTION_NAMES))
-        raise ConfigError(f"GAN metrics backbone: unknown {name!r}; choose one of: {names}")
+    _known(name)
     if name in INCEPTION_NAMES:
         return _load_inception(name, inception_weights)
     if checkpoint:
         return _load_checkpoint(name, Path(os.path.expanduser(str(checkpoint))))
-    preset = PRESETS[name]
-    if cache_dir is None:
-        cache_dir = os.environ.get("CACHE_DIR") or Path(__file__).resolve().parents[2] / ".cache"
-    cache = Path(os.path.expanduser(str(cache_dir)))
-    path = cache / "backbones" / f"{name}-{recipe_hash(preset.recipe())}.pt"
+    path = _preset_file(name, cache_dir, auto_train)
     if not path.is_file():
-        if not preset.auto_train:
-            raise BackboneError(
-                f"GAN metrics backbone {name!r}: no trained network at {path}. Train one with "
-                f"`python -m src.run +experiment={name.replace('_cnn', '')}_classifier` and pass its checkpoint "
-                "as dataset.meta.metrics.quality.checkpoint=<run>/checkpoints/best-<step>.ckpt, or use "
-                "backbone=inception with INCEPTION_WEIGHTS=<local Inception-v3 weights file> in .env")
-        mark_cache_dir(cache)
+        mark_cache_dir(path.parent.parent)
         with file_lock(path.with_suffix(".lock")):
             if not path.is_file():  # another process may have trained it while we waited
-                _train_preset(name, preset, path, data_root)
+                _train_preset(name, PRESETS[name], path, data_root)
     key = ("file", str(path), path.stat().st_mtime_ns)
     if key not in _MEMO:
         _MEMO[key] = _from_backbone_file(name, path)
@@ -385,7 +409,7 @@ def _load_checkpoint(name: str, path: Path) -> FeatureBackbone:
     return backbone
 
 
-def _load_inception(name: str, weights: str | None) -> FeatureBackbone:
+def _inception_file(name: str, weights: str | None) -> Path:
     if not weights:
         raise ConfigError(
             f"GAN metrics backbone {name}: needs a local Inception-v3 weights file (nothing is downloaded): set "
@@ -395,6 +419,11 @@ def _load_inception(name: str, weights: str | None) -> FeatureBackbone:
     if not path.is_file():
         raise ConfigError(f"GAN metrics backbone {name}: Inception weights file {path} does not exist "
                           "(INCEPTION_WEIGHTS / inception_weights)")
+    return path
+
+
+def _load_inception(name: str, weights: str | None) -> FeatureBackbone:
+    path = _inception_file(name, weights)
     key = (name, str(path), path.stat().st_mtime_ns)
     if key in _MEMO:
         return _MEMO[key]
@@ -460,7 +489,9 @@ def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, 
     started = time.time()
     quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in quiet]
-    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
+    # trained at the first validation of a run, i.e. inside the run's own no-grad evaluation: grads back on
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp, \
+            torch.inference_mode(False), torch.enable_grad():
         for lg in quiet:
             lg.setLevel(logging.WARNING)
         try:

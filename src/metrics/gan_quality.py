@@ -34,7 +34,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -44,13 +44,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
-from src.metrics.backbones import FeatureBackbone, atomic_save, load_backbone, mark_cache_dir, safe_load
+from src.metrics.backbones import (FeatureBackbone, atomic_save, check_backbone, load_backbone, mark_cache_dir,
+                                   safe_load)
+from src.metrics.manifold import manifold_metrics
 from src.utils.errors import UserError
 from src.utils.schema import require
 
 log = logging.getLogger(__name__)
 
-WHICH = ("fid", "kid", "is")
+WHICH = ("fid", "kid", "is", "pr", "dc")
+REFERENCES = ("val", "train")
 
 
 class PassThrough(nn.Module):
@@ -75,67 +78,79 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 class GANQuality(nn.Module):
     #: direction of each key compute() returns
-    modes = {"fid": "min", "kid": "min", "kid_std": "min", "is": "max", "is_std": "min"}
+    modes = {"fid": "min", "kid": "min", "kid_std": "min", "is": "max", "is_std": "min", "precision": "max",
+             "recall": "max", "density": "max", "coverage": "max"}
 
-    """FID / KID / IS of generated images against the real validation images (update(x, real) / compute()).
+    """FID / KID / IS and the manifold metrics (improved precision and recall, density and coverage;
+    src/metrics/manifold.py) of generated images against a reference set, in one feature space
+    (update(x, real) / compute()).
 
     Args:
         backbone: digits_cnn | mnist_cnn | fashion_mnist_cnn | cifar10_cnn | imagenet_cnn | inception |
             inception_tf (src/metrics/backbones.py), or a FeatureBackbone instance.
-        which: the metrics to compute, a subset of [fid, kid, is].
+        which: the metrics to compute, a subset of [fid, kid, is, pr, dc] (pr: precision and recall, dc:
+            density and coverage).
+        reference: ``val`` -- the real images given to update(x, real=True), i.e. the validation images; or
+            ``train`` -- the whole training set, given once by the model (:meth:`set_reference`), as FID is
+            usually computed (the features are cached on disk).
         checkpoint: a classifier run's checkpoint (or a backbone file) to use instead of the preset's cached
             network.
         inception_weights: local Inception-v3 weights (backbone inception / inception_tf).
         cache_dir: where backbones and real-feature statistics are cached (paths.cache_dir).
         data_root: the dataset root, to train a preset backbone that needs one.
-        auto_train: train a missing preset backbone (on first use, once).
+        auto_train: train a missing preset backbone (at its first use, once: the first validation, not
+            before training).
         kid_subsets, kid_subset_size: KID's number of subsets and their size (capped by the sample counts).
         is_splits: IS splits of the generated set.
-        max_real: use at most this many real images (the first ones); null: all validation images.
+        k_pr, k_dc: the neighbourhood sizes of precision / recall (3) and density / coverage (5).
+        max_real: use at most this many real images (the first ones); null: all of them.
         on_missing: error (default) or warn: when the backbone is not available (no weights file, a preset
             that is never trained implicitly), fail before training, or log a warning and compute nothing.
         seed: the seed of the KID subsets and IS split order.
     """
 
-    def __init__(self, backbone: str | FeatureBackbone = "digits_cnn", which: Sequence[str] = WHICH,
-                 checkpoint: str | None = None,
+    def __init__(self, backbone: str | FeatureBackbone = "digits_cnn", which: Sequence[str] = ("fid", "kid", "is"),
+                 reference: str = "val", checkpoint: str | None = None,
                  inception_weights: str | None = None, cache_dir: str | None = None, data_root: str | None = None,
                  auto_train: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000, is_splits: int = 10,
-                 max_real: int | None = None, on_missing: str = "error", seed: int = 0):
+                 k_pr: int = 3, k_dc: int = 5, max_real: int | None = None, on_missing: str = "error",
+                 seed: int = 0):
         super().__init__()
         which = [which] if isinstance(which, str) else list(which)
         unknown = [w for w in which if w not in WHICH]
         require(bool(which) and not unknown, "metrics.quality.which",
                 f"choose from {list(WHICH)}, got {which}")
+        require(reference in REFERENCES, "metrics.quality.reference",
+                f"choose from {list(REFERENCES)}, got {reference!r}")
         require(kid_subsets >= 1 and kid_subset_size >= 2, "metrics.quality.kid_subsets",
                 "kid_subsets must be >= 1 and kid_subset_size >= 2")
         require(is_splits >= 1, "metrics.quality.is_splits", f"must be >= 1, got {is_splits}")
-        self.which, self.seed = which, int(seed)
+        require(k_pr >= 1 and k_dc >= 1, "metrics.quality.k_pr", f"k_pr and k_dc must be >= 1, got {k_pr}, {k_dc}")
+        self.which, self.reference, self.seed = which, reference, int(seed)
         self.kid_subsets, self.kid_subset_size, self.is_splits = int(kid_subsets), int(kid_subset_size), int(is_splits)
+        self.k_pr, self.k_dc = int(k_pr), int(k_dc)
         self.max_real = max_real
         self.cache_dir = None if cache_dir is None else Path(os.path.expanduser(str(cache_dir)))
         require(on_missing in ("error", "warn"), "metrics.quality.on_missing", f"error or warn, got {on_missing!r}")
-        try:
-            bb = backbone if isinstance(backbone, FeatureBackbone) else load_backbone(
-                backbone, checkpoint=checkpoint, inception_weights=inception_weights, cache_dir=cache_dir,
-                data_root=data_root, auto_train=auto_train)
-        except UserError as err:
-            if on_missing == "error":
-                raise
-            log.warning("GAN metrics disabled (FID / KID / IS not computed): %s", err)
-            bb = None
+        self.on_missing = on_missing
+        self._spec = {"name": backbone, "checkpoint": checkpoint, "inception_weights": inception_weights,
+                      "cache_dir": cache_dir, "data_root": data_root, "auto_train": auto_train}
+        self.disabled = False
+        if not isinstance(backbone, FeatureBackbone):
+            try:  # what would fail to load fails now; a preset that trains on first use trains then
+                check_backbone(backbone, checkpoint=checkpoint, inception_weights=inception_weights,
+                               cache_dir=cache_dir, auto_train=auto_train)
+            except UserError as err:
+                if on_missing == "error":
+                    raise
+                log.warning("GAN metrics disabled (FID / KID / IS not computed): %s", err)
+                self.disabled = True
         # Not a registered submodule: the frozen backbone stays out of the model's state_dict and
         # checkpoints (and out of parameter counts); _apply keeps it on the module's device.
-        object.__setattr__(self, "_backbone", bb)
-        self.disabled = bb is None
-        d, k = (bb.feature_dim, bb.num_classes) if bb is not None else (1, 2)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
-            self.fid = FrechetInceptionDistance(feature=PassThrough(d), sync_on_compute=False)
-            self.kid = KernelInceptionDistance(feature=PassThrough(d), subsets=self.kid_subsets,
-                                               subset_size=self.kid_subset_size, sync_on_compute=False)
-            self.inception_score = InceptionScore(feature=PassThrough(k), splits=self.is_splits,
-                                                  sync_on_compute=False)
+        object.__setattr__(self, "_backbone", backbone if isinstance(backbone, FeatureBackbone) else None)
+        self._device = torch.device("cpu")
+        self._reference: Tensor | None = None
+        self._ref_hash = None
         self._real_batches: list[Tensor] = []
         self._real_hash = hashlib.sha256()
         self._fake_features: list[Tensor] = []
@@ -144,38 +159,63 @@ class GANQuality(nn.Module):
         self._real_cache: tuple[str, Tensor] | None = None  # (key, features) of the last real set
         self.protocol: dict = {}
 
-    @property
-    def backbone(self) -> FeatureBackbone:
+    def _load(self) -> FeatureBackbone | None:
+        """The backbone, loaded (or trained) at its first use."""
+        if self._backbone is None and not self.disabled:
+            try:
+                object.__setattr__(self, "_backbone", load_backbone(**self._spec))
+                self._backbone.to(device=self._device)
+            except UserError as err:
+                if self.on_missing == "error":
+                    raise
+                log.warning("GAN metrics disabled (FID / KID / IS not computed): %s", err)
+                self.disabled = True
         return self._backbone
+
+    @property
+    def backbone(self) -> FeatureBackbone | None:
+        return self._load()
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
+        self._device = fn(torch.zeros(())).device
         if self._backbone is not None:
-            probe = fn(torch.zeros(()))
-            self._backbone.to(device=probe.device)  # device only: the backbone stays float32
+            self._backbone.to(device=self._device)  # device only: the backbone stays float32
         return self
 
     # ------------------------------------------------------------------------------------------ state
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the model should hand over the training set (:meth:`set_reference`)."""
+        return self.reference == "train" and self._reference is None and not self.disabled
+
+    def set_reference(self, images: Tensor) -> None:
+        """The reference set for ``reference: train``: every training image (capped by max_real)."""
+        self._reference = images[: self.max_real] if self.max_real is not None else images
+        self._ref_hash = None
+
     def reset(self) -> None:
         self._real_batches, self._real_hash = [], hashlib.sha256()
         self._fake_features, self._fake_logits = [], []
-        for metric in (self.fid, self.kid, self.inception_score):
-            metric.reset()
+
+    def _add_real(self, x: Tensor) -> None:
+        if self.max_real is not None:
+            room = self.max_real - sum(len(b) for b in self._real_batches)
+            if room <= 0:
+                return
+            x = x[:room]
+        cpu = x.float().cpu().contiguous()
+        self._real_hash.update(str(tuple(cpu.shape)).encode())
+        self._real_hash.update(cpu.numpy().tobytes())
+        self._real_batches.append(cpu)
 
     def update(self, x: Tensor, real: bool) -> None:
-        if self.disabled:
+        if self.disabled or self._load() is None:
             return
         x = x.detach()
         if real:
-            if self.max_real is not None:
-                room = self.max_real - sum(len(b) for b in self._real_batches)
-                if room <= 0:
-                    return
-                x = x[:room]
-            cpu = x.float().cpu().contiguous()
-            self._real_hash.update(str(tuple(cpu.shape)).encode())
-            self._real_hash.update(cpu.numpy().tobytes())
-            self._real_batches.append(cpu)
+            if self.reference == "val":
+                self._add_real(x)
             return
         for chunk in x.split(250):
             features, logits = self._features(chunk)
@@ -189,22 +229,39 @@ class GANQuality(nn.Module):
             return self._backbone.extract(adapted)
 
     # ---------------------------------------------------------------------------------------- compute
-    def _real_key(self) -> str:
-        h = self._real_hash.copy()
+    def _real_sets(self) -> tuple[Callable[[], Iterable[Tensor]], "hashlib._Hash", int]:
+        """(the real images as an iterable of batches, their hash (backbone included), their number)."""
+        if self.reference == "train":
+            if self._reference is None:
+                raise UserError("GAN metrics with reference=train: the model gave no training images")
+            ref = self._reference
+            batches = lambda: ref.split(500)  # noqa: E731
+            if self._ref_hash is None:
+                self._ref_hash = hashlib.sha256()
+                for b in batches():
+                    cpu = b.float().cpu().contiguous()
+                    self._ref_hash.update(str(tuple(cpu.shape)).encode())
+                    self._ref_hash.update(cpu.numpy().tobytes())
+            h, n = self._ref_hash.copy(), len(ref)
+        else:
+            kept = list(self._real_batches)
+            batches = lambda: kept  # noqa: E731
+            h, n = self._real_hash.copy(), sum(len(b) for b in kept)
         h.update(self._backbone.weights_sha256.encode())
         h.update(repr(self._backbone.input_shape).encode())
-        return h.hexdigest()
+        return batches, h, n
 
     def _cache_file(self, key: str) -> Path | None:
         if self.cache_dir is None:
             return None
         return self.cache_dir / "gan_metrics" / f"real-{self._backbone.name}-{key[:24]}.pt"
 
-    def _real_features(self) -> tuple[Tensor, str, str]:
-        """Features of this validation's real images: (features, key, where they came from)."""
-        key = self._real_key()
+    def _real_features(self) -> tuple[Tensor, str, str, int]:
+        """Features of the real images: (features, key, where they came from, their number)."""
+        batches, h, n = self._real_sets()
+        key = h.hexdigest()
         if self._real_cache is not None and self._real_cache[0] == key:
-            return self._real_cache[1], key, "memory"
+            return self._real_cache[1], key, "memory", n
         path = self._cache_file(key)
         if path is not None and path.is_file():
             try:
@@ -215,67 +272,77 @@ class GANQuality(nn.Module):
                 features = None
             if features is not None:
                 self._real_cache = (key, features)
-                return features, key, origin
-        real = torch.cat(self._real_batches)
-        features = torch.cat([self._features(chunk)[0].cpu() for chunk in real.split(250)])
+                return features, key, origin, n
+        features = torch.cat([self._features(chunk)[0].cpu() for b in batches() for chunk in b.split(250)])
         if path is not None:
             mark_cache_dir(self.cache_dir)
-            atomic_save({"features": features, "num_real": len(real), "weights_sha256": self._backbone.weights_sha256,
-                         "shape": list(real.shape[1:])}, path)
+            atomic_save({"features": features, "num_real": n, "weights_sha256": self._backbone.weights_sha256},
+                        path)
         self._real_cache = (key, features)
-        return features, key, "computed" + (f" -> {path}" if path is not None else "")
+        return features, key, "computed" + (f" -> {path}" if path is not None else ""), n
 
     def compute(self) -> dict[str, Tensor]:
-        if self.disabled:
+        if self.disabled or self._load() is None:
             return {}
-        n_real = sum(len(b) for b in self._real_batches)
         n_fake = sum(len(f) for f in self._fake_features)
         nan = torch.tensor(float("nan"))
-        if n_fake < 2 or ("is" not in self.which and n_real < 2):
+        needs_real = any(w in self.which for w in ("fid", "kid", "pr", "dc"))
+        real_f, key, n_real, origin = None, None, 0, None
+        if needs_real:
+            real_f, key, origin, n_real = self._real_features()
+        if n_fake < 2 or (needs_real and n_real < 2):
             log.warning("GAN metrics: need >= 2 real and generated images (got %d real, %d generated)", n_real, n_fake)
             return {k: nan for k in self._keys()}
-        fake_f, fake_l = torch.cat(self._fake_features), torch.cat(self._fake_logits)
+        fake_f, fake_l = torch.cat(self._fake_features).cpu(), torch.cat(self._fake_logits).cpu()
         out: dict[str, Tensor] = {}
         protocol = {"metric": "GANQuality", "keys": [f"val/{k}" for k in self._keys()], **self._backbone.describe(),
-                    "num_fake": n_fake, "resize": self._resize, "seed": self.seed,
+                    "num_fake": n_fake, "resize": self._resize, "seed": self.seed, "reference": self.reference,
                     "torchmetrics": torchmetrics.__version__}
-        with torch.random.fork_rng(devices=[]):
+        if needs_real:
+            cache = self._cache_file(key)
+            protocol.update(num_real=n_real, real_stats_key=key[:24], real_features=origin,
+                            real_stats_cache=None if cache is None else str(cache))
+        d, k = fake_f.shape[1], fake_l.shape[1]
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torchmetrics: "will save all extracted features in buffer"
             torch.manual_seed(self.seed)
-            if n_real >= 2 and ("fid" in self.which or "kid" in self.which):
-                real_f, key, _ = self._real_features()
-                real_f = real_f.to(fake_f.device)
-                cache = self._cache_file(key)
-                protocol.update(num_real=n_real, real_stats_key=key[:24],
-                                real_stats_cache=None if cache is None else str(cache))
-                if "fid" in self.which:
-                    self.fid.reset()
-                    self.fid.update(real_f, real=True)
-                    self.fid.update(fake_f, real=False)
-                    out["fid"] = self.fid.compute().float()
-                if "kid" in self.which:
-                    size = min(self.kid_subset_size, n_real, n_fake)
-                    self.kid.subset_size = size
-                    self.kid.reset()
-                    self.kid.update(real_f, real=True)
-                    self.kid.update(fake_f, real=False)
-                    mean, std = self.kid.compute()
-                    out["kid"], out["kid_std"] = mean.float(), std.float()
-                    protocol["kid"] = {"subsets": self.kid_subsets, "subset_size": size, "kernel": "cubic polynomial"}
+            if "fid" in self.which:
+                fid = FrechetInceptionDistance(feature=PassThrough(d), sync_on_compute=False)
+                fid.update(real_f, real=True)
+                fid.update(fake_f, real=False)
+                out["fid"] = fid.compute().float()
+            if "kid" in self.which:
+                size = min(self.kid_subset_size, n_real, n_fake)
+                kid = KernelInceptionDistance(feature=PassThrough(d), subsets=self.kid_subsets, subset_size=size,
+                                              sync_on_compute=False)
+                kid.update(real_f, real=True)
+                kid.update(fake_f, real=False)
+                mean, std = kid.compute()
+                out["kid"], out["kid_std"] = mean.float(), std.float()
+                protocol["kid"] = {"subsets": self.kid_subsets, "subset_size": size, "kernel": "cubic polynomial"}
             if "is" in self.which:
-                self.inception_score.reset()
-                self.inception_score.update(fake_l)
-                mean, std = self.inception_score.compute()
+                score = InceptionScore(feature=PassThrough(k), splits=self.is_splits, sync_on_compute=False)
+                score.update(fake_l)
+                mean, std = score.compute()
                 out["is"], out["is_std"] = mean.float(), std.float()
                 protocol["is"] = {"splits": self.is_splits, "classes": self._backbone.num_classes}
+            if "pr" in self.which or "dc" in self.which:
+                manifold = manifold_metrics(real_f, fake_f, k_pr=self.k_pr, k_dc=self.k_dc)
+                if "pr" in self.which:
+                    out["precision"], out["recall"] = manifold["precision"], manifold["recall"]
+                if "dc" in self.which:
+                    out["density"], out["coverage"] = manifold["density"], manifold["coverage"]
+                protocol["manifold"] = {"k_pr": self.k_pr, "k_dc": self.k_dc,
+                                        "method": "Kynkaanniemi et al. 2019; Naeem et al. 2020"}
         self.protocol = protocol
         return out
 
     def _keys(self) -> list[str]:
         keys = []
         for w in self.which:
-            keys += {"fid": ["fid"], "kid": ["kid", "kid_std"], "is": ["is", "is_std"]}[w]
+            keys += {"fid": ["fid"], "kid": ["kid", "kid_std"], "is": ["is", "is_std"],
+                     "pr": ["precision", "recall"], "dc": ["density", "coverage"]}[w]
         return keys
 
     def extra_repr(self) -> str:
-        return f"backbone={getattr(self._backbone, 'name', None)}, which={self.which}"
-
+        return f"backbone={self._spec['name']}, which={self.which}, reference={self.reference}"

@@ -11,7 +11,6 @@ loggers (which get the ``step`` logged here) all count iterations. Schedulers st
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Mapping
 
@@ -59,6 +58,7 @@ class TrainingModule(pl.LightningModule):
                                                                "model.monitor.mode")
         self._plan: PlayerOptimizers | None = None
         self._train_logs: dict[str, Tensor] = {}
+        self._pending_checks: list[tuple[str, int, Tensor]] = []
         self._phase = 0
 
     # ----------------------------------------------------------------------------------------- players
@@ -121,6 +121,7 @@ class TrainingModule(pl.LightningModule):
     def _end_iteration(self) -> None:
         plan = self.plan_optimizers()
         if self.logging_now:
+            self.flush_checks()
             self._log_iteration(plan)
         plan.step_schedulers()
         self.optimizers().step()  # Lightning counts one step: one iteration
@@ -160,11 +161,7 @@ class TrainingModule(pl.LightningModule):
         for p, g in zip(params, grads):
             p.grad = g
         distributed_mean_([p.grad for p in params if p.grad is not None])
-        norm = grad_norm(params)
-        if not math.isfinite(float(norm)):
-            raise DivergenceError(f"non-finite {name} gradient at step {self.iteration + 1}; the step was not "
-                                  f"applied. {self._checkpoint_note()} Lower the learning rate or enable "
-                                  "gradient clipping.")
+        self.check_finite({f"{name} gradient": grad_norm(params)})
 
     def apply(self, name: str) -> None:
         """One step of the player's own optimizer on its ``.grad``."""
@@ -176,12 +173,37 @@ class TrainingModule(pl.LightningModule):
         self.apply(name)
 
     def check_finite(self, values: Mapping[str, Tensor]) -> None:
+        """Stop on a non-finite loss or gradient. On the CPU the check is immediate (reading a CPU tensor
+        costs nothing) and the step is not applied. On an accelerator it would wait for the device, so the
+        flags are kept on the device and read at the logging iterations and before any checkpoint is
+        written (:meth:`flush_checks`): divergence is caught within ``log_every_n_steps`` iterations, and no
+        checkpoint ever holds what followed it."""
         for name, value in values.items():
-            if not bool(torch.isfinite(value.detach()).all()):
-                raise DivergenceError(
-                    f"non-finite {name} ({float(value.detach().float().mean())}) at step {self.iteration + 1}; "
-                    f"the step was not applied. {self._checkpoint_note()} Lower the learning rate, change the "
-                    "loss or enable gradient clipping.")
+            if value.device.type == "cpu":
+                if not bool(torch.isfinite(value.detach()).all()):
+                    raise DivergenceError(
+                        f"non-finite {name} ({float(value.detach().float().mean())}) at step {self.iteration + 1}; "
+                        f"the step was not applied. {self._checkpoint_note()} {self.DIVERGENCE_HINT}")
+            else:
+                self._pending_checks.append((name, self.iteration + 1, ~torch.isfinite(value.detach()).all()))
+
+    DIVERGENCE_HINT = "Lower the learning rate, change the loss or enable gradient clipping."
+
+    def flush_checks(self) -> None:
+        """Read the accelerator's finiteness flags of the iterations since the last read (one sync)."""
+        pending, self._pending_checks = self._pending_checks, []
+        if not pending:
+            return
+        bad = torch.stack([flag for _, _, flag in pending]).nonzero()
+        if len(bad):
+            name, step, _ = pending[int(bad[0])]
+            raise DivergenceError(f"non-finite {name} at step {step} (found at step {self.iteration + 1}: on an "
+                                  "accelerator the check is read every log_every_n_steps iterations and before "
+                                  f"each checkpoint, so the steps in between were applied and nothing was saved "
+                                  f"after them). {self._checkpoint_note()} {self.DIVERGENCE_HINT}")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.flush_checks()  # a diverged state is never written
 
     def _checkpoint_note(self) -> str:
         """What a divergence leaves behind: the last checkpoint written, if any."""

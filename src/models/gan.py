@@ -14,7 +14,9 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from src.data.base import images_of
 from src.losses.adversarial import get_adversarial_loss, gradient_penalty
+from src.metrics.gan_quality import GANQuality
 from src.models.adversarial import AdversarialModule
 from src.optim.factory import OptimizerGroup
 from src.utils.schema import require
@@ -133,6 +135,8 @@ class GAN(AdversarialModule):
     def on_validation_epoch_start(self) -> None:
         for metric in self.metrics.values():
             metric.reset()
+            if isinstance(metric, GANQuality) and metric.needs_reference:  # FID against the training set
+                metric.set_reference(images_of(self.trainer.datamodule.train_set))
 
     def validation_step(self, batch, batch_idx: int) -> None:
         real = self._real(batch)

@@ -156,13 +156,29 @@ class OptimizerGroup:
 
     def _build_player(self, name: str, module: nn.Module, spec) -> Optimizer:
         own = self.players.get(name, {})
+        params = _grouped(module, name, spec)
         if "_target_" in own:  # the player's own class, from its own settings alone
-            optimizer = _instantiate(own, _grouped(module, name, spec), key=f"optimizer.players.{name}")
+            optimizer = _instantiate(_fused_on_gpus(own, module), params, key=f"optimizer.players.{name}")
         else:
-            optimizer = _instantiate({**self.shared, **own}, _grouped(module, name, spec), key="optimizer")
+            optimizer = _instantiate(_fused_on_gpus({**self.shared, **own}, module), params, key="optimizer")
         for group in optimizer.param_groups:
             group["lr"] = group["lr"] * group.get("lr_mult", 1.0)
         return optimizer
+
+
+#: torch optimizers with fused CUDA kernels (one kernel for all parameters of a step)
+FUSED = ("torch.optim.Adam", "torch.optim.AdamW", "torch.optim.SGD")
+
+
+def _fused_on_gpus(spec: dict, module: nn.Module) -> dict:
+    """`spec` with ``fused: true`` when it names a torch optimizer with fused kernels, the player's
+    parameters are on a CUDA device and the config chose neither ``fused`` nor ``foreach``: torch's own
+    default there is the slower multi-tensor path. On the CPU, torch's default stays (so CPU runs give the
+    numbers they always gave); ``optimizer.fused=true`` asks for the fused CPU kernel."""
+    on_cuda = all(p.is_cuda for p in module.parameters())
+    if spec.get("_target_") in FUSED and on_cuda and spec.get("fused") is None and spec.get("foreach") is None:
+        return {**spec, "fused": True}
+    return spec
 
 
 def _trainable(module: nn.Module, name: str) -> list[nn.Parameter]:
