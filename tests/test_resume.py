@@ -61,3 +61,15 @@ def test_resume_refuses_to_change_a_config_group(cli):
     assert half.returncode == 0
     bad = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "optimizer=sgd", "logger=csv")
     assert bad.returncode == 2 and "optimizer=sgd" in bad.stderr
+
+
+def test_resume_is_bitwise_with_ema_and_diffaugment_on(cli):
+    common = ("model.ema_decay=0.9", "model.ema_start=2", "model.diffaugment=[color,translation,cutout]",
+              "trainer.max_epochs=-1", "logger=csv", *FAST)
+    full = cli(*common, "trainer.max_steps=8")
+    half = cli(*common, "trainer.max_steps=3")
+    resumed = cli(f"ckpt_path={half.run_dir / 'checkpoints' / 'last.ckpt'}", "trainer.max_steps=8")
+    assert full.returncode == half.returncode == resumed.returncode == 0, resumed.output[-3000:]
+    a, b = _weights(full.run_dir), _weights(resumed.run_dir)
+    assert any(k.startswith("generator_ema.") for k in a["state_dict"]), "the EMA generator is checkpointed"
+    _assert_same(a, b)

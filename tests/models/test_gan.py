@@ -163,3 +163,79 @@ def test_joint_optimizers_refuse_n_critic_and_an_update_rule():
 def test_an_order_that_does_not_name_every_player_is_refused():
     with pytest.raises(ConfigError, match="optimizer.order"):
         _gan(optimizer={**SGD, "order": ["generator"]}).check_training()
+
+
+# ------------------------------------------------------------------- EMA, DiffAugment, GEAD, classes
+def test_ema_follows_the_generator_by_its_decay_and_is_what_samples_come_from(at_iteration):
+    model = _gan(ema_decay=0.9, ema_start=2)
+    g, ema = model.generator, model.generator_ema
+    assert model.sampler is ema and not any(p.requires_grad for p in ema.parameters())
+    at_iteration(0)  # before ema_start: a copy
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    model.update_ema()
+    assert all(torch.equal(a, b) for a, b in zip(ema.parameters(), g.parameters()))
+    at_iteration(2)
+    before = [p.clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    model.update_ema()
+    for b, e, p in zip(before, ema.parameters(), g.parameters()):
+        torch.testing.assert_close(e, 0.9 * b + 0.1 * p)
+    z = torch.randn(4, 2)
+    ema.eval()
+    torch.testing.assert_close(model(z), ema(z))
+
+
+def test_diffaugment_changes_what_the_discriminator_sees_in_both_losses(at_iteration):
+    at_iteration(1)
+    from src.networks.dcgan import DCGANDiscriminator, DCGANGenerator
+
+    torch.manual_seed(0)
+    g, d = DCGANGenerator(8, (1, 28, 28), 8), DCGANDiscriminator((1, 28, 28), 8)
+    plain = GAN(g, d, optimizer=SGD, latent_dim=8)
+    augmented = GAN(g, d, optimizer=SGD, latent_dim=8, diffaugment="translation,cutout")
+    real = torch.rand(4, 1, 28, 28) * 2 - 1
+    for players in (["discriminator"], ["generator"]):
+        a, b = plain.losses((real,), players), augmented.losses((real,), players)
+        assert a[players[0]].item() != b[players[0]].item()
+    again = augmented.losses((real,), ["discriminator"])["discriminator"]
+    assert again.item() == augmented.losses((real,), ["discriminator"])["discriminator"].item()  # seeded per step
+    with pytest.raises(ConfigError, match="model.diffaugment"):
+        GAN(g, d, latent_dim=8, diffaugment="rotation")
+
+
+def test_gead_adds_the_weighted_squared_logit_gap_to_the_discriminators_loss_only(at_iteration):
+    at_iteration(0)
+    real = torch.randn(8, 2)
+    plain, gead = _gan(), _gan(gead_weight=0.5)
+    a, b = plain.losses((real,), ["discriminator"]), gead.losses((real,), ["discriminator"])
+    z = gead.noise(8)
+    gap = (gead.discriminator(gead.generator(z)) - gead.discriminator(real)).pow(2).mean()
+    assert b["discriminator"].item() == pytest.approx(a["discriminator"].item() + 0.5 * gap.item(), rel=1e-6)
+    gead._phase = plain._phase = 1
+    assert gead.losses((real,), ["generator"])["generator"].item() == \
+        plain.losses((real,), ["generator"])["generator"].item()
+    assert "gead_weight" in _gan("wgan", gead_weight=0.5).zero_sum_error() and _gan("wgan").zero_sum_error() is None
+
+
+def test_a_conditional_gan_trains_on_labels_and_generates_chosen_classes():
+    from src.networks.sngan import SNGANDiscriminator, SNGANGenerator
+
+    torch.manual_seed(0)
+    model = GAN(SNGANGenerator(16, (1, 28, 28), 16, num_classes=3), SNGANDiscriminator((1, 28, 28), 16, num_classes=3),
+                optimizer={"_target_": "torch.optim.Adam", "lr": 2e-4}, loss="hinge", latent_dim=16, num_classes=3,
+                num_eval_samples=6, ema_decay=0.99)
+    x, y = torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 3
+    trainer = pl.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", limit_val_batches=0)
+    trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=8))
+    assert trainer.global_step == 2
+    images = model.generate(torch.tensor([0, 1, 2, 2]), generator=torch.Generator().manual_seed(0))
+    assert images.shape == (4, 1, 28, 28) and images.abs().max() <= 1
+    assert model.fixed_y[:6].tolist() == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ConfigError, match="num_classes"):
+        GAN(SNGANGenerator(16, (1, 28, 28), 16), SNGANDiscriminator((1, 28, 28), 16, num_classes=3), latent_dim=16,
+            num_classes=3)
