@@ -264,7 +264,9 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
 
     reused = sum(1 for r in records if r.get("reused"))
     devices = Counter(r.get("where") or r.get("accelerator", "cpu") for r in records)
+    first, last = args.first_seed, args.first_seed + args.seeds - 1
     flags = f"--budget {args.budget} --seeds {args.seeds} --zero-sum-loss {args.zero_sum_loss}"
+    flags += f" --first-seed {first}" if first else ""
     if args.experiment != "mlp_{dataset}":
         flags += f" --experiment {args.experiment}"
     flags += "".join(f" --override {o}" for o in args.override) + (f" --tag {args.tag}" if args.tag else "")
@@ -274,7 +276,7 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
         f"# Mode collapse on 2D mixtures: {len(args.optimizers)} optimizer preset(s), {preset}",
         "",
         f"`python benchmarks/mode_collapse.py {flags}` — {args.budget} generator updates per run "
-        f"(batch {'/'.join(map(str, batches))}, n_critic 1), {args.seeds} seeds (0..{args.seeds - 1}), MLP GAN "
+        f"(batch {'/'.join(map(str, batches))}, n_critic 1), {args.seeds} seeds ({first}..{last}), MLP GAN "
         f"(z = 2, 3 x 400 units) of `experiments/{preset}.yaml`"
         + (f" with {' '.join(args.override)}" if args.override else "")
         + ". Learning rates (column `lr`): each optimizer preset's own unless the experiment preset or an "
@@ -354,7 +356,7 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
               "training" + (f" ({args.cli_result})" if getattr(args, "cli_result", "") else "")
               + ". Rows ending in `trainer=gpu` ran on the GPU.",
               "", "```bash"]
-    seeds = list(range(args.seeds))
+    seeds = list(range(first, last + 1))
     for dataset in args.datasets:
         for opt in args.optimizers:
             cells = [r for r in records if r["dataset"] == dataset and r["optimizer"] == opt]
@@ -409,6 +411,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=30, help="generator updates per run (the same for all)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--optimizers", nargs="+", default=OPTIMIZERS, choices=OPTIMIZERS)
     parser.add_argument("--zero-sum-loss", default="wgan", choices=("wgan", "minimax"),
@@ -434,7 +437,8 @@ def main() -> None:
     facts = {opt: optimizer_facts(opt, args.experiment.format(dataset=args.datasets[0]), tuple(args.override))
              for opt in args.optimizers}
     tasks = []
-    for seed in range(args.seeds):  # seed-major: an interrupted run still has every optimizer's seed 0
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:  # seed-major: an interrupted run still has every optimizer's first seed
         for dataset in args.datasets:
             for opt in args.optimizers:
                 tasks.append({"dataset": dataset, "optimizer": opt, "seed": seed, "budget": args.budget,
@@ -482,7 +486,7 @@ def main() -> None:
         if cheapest is not None:
             args.cli_result = cli_check(cheapest, args.runs_dir / f"b{args.budget}{args.tag}" / "cli_check")
             print(args.cli_result, flush=True)
-    floor = {d: [untrained(d, seed) for seed in range(args.seeds)] for d in args.datasets}
+    floor = {d: [untrained(d, seed) for seed in seeds] for d in args.datasets}
     args.results_dir.mkdir(parents=True, exist_ok=True)
     text = report(records, facts, args, total, floor)
     (args.results_dir / f"mode_collapse{args.tag}.md").write_text(text)

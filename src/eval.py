@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from src.utils.config import register_configs  # noqa: E402
 from src.utils.errors import UserError  # noqa: E402
+from src.utils.resume import CheckpointError, load_checkpoint  # noqa: E402,F401 (load_checkpoint: src.eval's API)
 
 register_configs()
 log = logging.getLogger("src.eval")
@@ -47,35 +48,6 @@ log = logging.getLogger("src.eval")
 #: module prefixes a checkpoint's config may name as `_target_` for the model and data
 SAFE_TARGETS = ("src.", "torch.nn.", "torch.optim.", "torchvision.models.")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be evaluated: missing, corrupt, unsafe or from another version."""
-
-
-# ------------------------------------------------------------------------------------------ loading
-def load_checkpoint(path: str | Path) -> dict:
-    """The checkpoint as plain data (weights_only=True), checked to hold what src.eval needs."""
-    import torch
-
-    from src.metrics.backbones import load_error_reason
-
-    path = Path(str(path)).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"ckpt_path: no checkpoint at {path} (expected e.g. <run_dir>/checkpoints/last.ckpt)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - truncated, not a torch file, or pickled objects
-        raise CheckpointError(f"ckpt_path: {path} is not a readable checkpoint ({load_error_reason(err)}); "
-                              "it may be corrupt or truncated, or hold objects other than plain data") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict)")
-    run_config = ckpt.get("run_config")
-    if not isinstance(run_config, dict) or not isinstance(run_config.get("config"), dict):
-        raise CheckpointError(f"ckpt_path: {path} has no run_config (the resolved config that src.eval rebuilds "
-                              "the run from): it was not written by this project's src.run, or by an older "
-                              "version of it")
-    return ckpt
 
 
 def _targets(node: Any, prefix: str = "") -> list[tuple[str, str]]:

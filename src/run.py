@@ -5,9 +5,11 @@ In a sweep, a job that fails (bad config, missing data, divergence, a crash) is 
 own summary.json and returns NaN (Optuna marks the trial failed), and the sweep goes on."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
+from pathlib import Path
 
 from src.utils.env import load_environment
 
@@ -19,6 +21,7 @@ from omegaconf import DictConfig  # noqa: E402
 from src.utils.cli import normalise_argv  # noqa: E402
 from src.utils.config import register_configs  # noqa: E402
 from src.utils.errors import RunInterrupted, UserError  # noqa: E402
+from src.utils.resume import check_resume_arguments  # noqa: E402
 
 register_configs()
 log = logging.getLogger("src.run")
@@ -40,6 +43,7 @@ def objective(cfg: DictConfig, metrics: dict) -> float:
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from src.callbacks.summary import headline_table
     from src.train import record_failure, train
 
     multirun = _is_multirun()
@@ -50,11 +54,12 @@ def main(cfg: DictConfig) -> float:
         if multirun and not isinstance(err, RunInterrupted):
             log.error("job failed: %s", err)
             return float("nan")
+        logging.getLogger("src.run.log_only").error("%s", err)  # printed below; run.log keeps it too
         print(f"\nerror: {err}", file=sys.stderr)
-        if getattr(err, "hand_over", None) is not None:
+        if err.hand_over is not None:
             sys.stderr.flush()
             err.hand_over()  # submitit: requeue the job (it resumes from the checkpoint just written), exit
-        sys.exit(getattr(err, "exit_code", 2))
+        sys.exit(err.exit_code)
     except Exception as err:
         record_failure(cfg, err)
         if multirun:  # one crashed job must not end the sweep
@@ -62,14 +67,15 @@ def main(cfg: DictConfig) -> float:
             return float("nan")
         raise
     if result.get("is_global_zero", True):
-        print(f"\nrun {result['status']}; outputs in: {result['output_dir']}")
-        print(f"summary: {result['summary_path']}")
+        summary = json.loads(Path(result["summary_path"]).read_text())
+        print(f"\n{headline_table(summary)}\noutputs in: {result['output_dir']}")
     return objective(cfg, result["metrics"])
 
 
 if __name__ == "__main__":
     try:
         sys.argv[1:] = normalise_argv(sys.argv[1:])
+        check_resume_arguments(sys.argv[1:])  # a bad checkpoint fails before any run directory exists
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -19,16 +19,19 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from src.callbacks.model_summary import ModelSummary
 from src.callbacks.progress import ProgressBar
 from src.callbacks.run_config import ConfigInCheckpoint
 from src.callbacks.summary import RunSummary
 from src.optim.factory import OptimizerGroup
 from src.utils.config import hydra_choices, hydra_overrides, resolved_container
 from src.utils.errors import ConfigError, RunInterrupted, UserError
-from src.utils.resume import check_checkpoint, read_run_info, resume_config, write_run_info
+from src.utils.resume import CheckpointError, held_model, load_checkpoint, read_run_info, resume_config, write_run_info
+from src.utils.quiet import silence_library_noise
 from src.utils.schema import validate_config
 
 log = logging.getLogger(__name__)
+silence_library_noise()
 
 
 def instantiate(node: Any, key: str, **kwargs: Any) -> Any:
@@ -56,6 +59,19 @@ def build_model(cfg: DictConfig, train: bool = True) -> pl.LightningModule:
     """The LightningModule of `cfg.model`, with the optimizer group when it is to be trained."""
     optimizer = OptimizerGroup(cfg.optimizer) if train else None
     return instantiate(cfg.model, "model", optimizer=optimizer)
+
+
+def check_fit(cfg: DictConfig, model: pl.LightningModule, choices: dict) -> None:
+    """A model and a dataset that do not fit fail here, naming both (not at the first step)."""
+    kind = OmegaConf.select(cfg, "dataset.meta.kind")
+    if kind is None or kind in model.data_kinds:
+        return
+    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset"
+    fitting = [p.stem for p in sorted(conf.glob("*.yaml"))
+               if OmegaConf.select(OmegaConf.load(p), "meta.kind") in model.data_kinds]
+    raise ConfigError(f"model={choices.get('model', '?')} ({type(model).__name__}) trains on "
+                      f"{' or '.join(model.data_kinds)} data, but dataset={choices.get('dataset', '?')} holds {kind}: "
+                      f"pick a dataset that fits, e.g. {', '.join(fitting) or 'one of that kind'}")
 
 
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
@@ -98,6 +114,17 @@ def record_failure(cfg: DictConfig, error: BaseException) -> None:
                                          "overrides": hydra_overrides()}).write_failed(error)
     except Exception:  # noqa: BLE001 - never mask the original error
         pass
+
+
+def display_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    """What the trainer shows, where its flags ask for it: the progress bar counting the run's budget in its
+    own unit, and the model summary without the FLOPs Lightning cannot count here."""
+    shown: list[pl.Callback] = []
+    if cfg.trainer.get("enable_progress_bar", True):
+        shown.append(ProgressBar())
+    if cfg.trainer.get("enable_model_summary", True):
+        shown.append(ModelSummary())
+    return shown
 
 
 def start_experiments(loggers: list) -> Callable[[], None]:
@@ -148,8 +175,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         with open_dict(cfg):
             cfg.ckpt_path = str(attempt[1])
     if cfg.get("ckpt_path"):
-        ckpt = check_checkpoint(cfg.ckpt_path)
-        cfg, choices, overrides = resume_config(cfg, str(ckpt), overrides, choices)
+        held, _ = held_model(load_checkpoint(cfg.ckpt_path, mmap=True))  # readable, and the model asked for
+        cfg, choices, overrides = resume_config(cfg, str(cfg.ckpt_path), overrides, choices)
+        if held is not None and choices.get("model") not in (None, held):
+            raise CheckpointError(f"ckpt_path: {cfg.ckpt_path} holds a model={held} run, but model={choices['model']} "
+                                  "was asked for")
     validate_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +190,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     datamodule.check()  # missing or corrupt data fails here, before loggers start
     model = build_model(cfg)
+    check_fit(cfg, model, choices)
     model.check_training()  # optimizer and update-rule errors fail here too
     loggers = build_loggers(cfg)
     started = start_experiments(loggers)  # wandb starts while the data are set up
@@ -169,8 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "output_dir": str(output_dir.resolve()),
         "resumed_from": str(cfg.ckpt_path) if cfg.get("ckpt_path") else None})
     callbacks = [*build_callbacks(cfg), summary, ConfigInCheckpoint(config, choices, int(cfg.seed))]
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(ProgressBar())  # Lightning's, counting the run's budget in its own unit
+    callbacks += display_callbacks(cfg)
     trainer: pl.Trainer = instantiate(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
     started()
 
@@ -202,5 +232,3 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {"summary_path": str(path), "output_dir": str(output_dir.resolve()), "metrics": summary.metrics,
             "status": summary.status, "trainer": trainer, "model": model, "is_global_zero": trainer.is_global_zero}
 
-
-os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")

@@ -49,6 +49,8 @@ class RunSummary(pl.Callback):
     # -------------------------------------------------------------------------------------- tracking
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.modes = pl_module.metric_modes
+        self.extra["monitor"] = dict(pl_module.monitor)
+        self.extra["headline"] = list(pl_module.headline_metrics)
 
     def record(self, trainer: pl.Trainer) -> None:
         step = trainer.global_step
@@ -127,3 +129,31 @@ class RunSummary(pl.Callback):
         tmp.write_text(json.dumps(summary, indent=2, default=str, allow_nan=True))
         tmp.replace(self.path)
         return self.path
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and math.isfinite(value) and value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.3e}"
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
+
+
+def headline_table(summary: dict) -> str:
+    """The end of a run as printed: its status and length, then the monitored metric and the model's main
+    metrics (final value, best value and the iteration it was reached at), as a small table."""
+    metrics = summary.get("metrics") or {}
+    monitor = (summary.get("monitor") or {}).get("metric")
+    names = [n for n in dict.fromkeys([monitor, *(summary.get("headline") or [])]) if n and n in metrics]
+    minutes, seconds = divmod(float(summary.get("wall_time_s") or 0.0), 60)
+    lines = [f"run {summary.get('status', '?')}: {summary.get('global_step')} iterations, {int(minutes)} min "
+             f"{seconds:.0f} s"]
+    if names:
+        width = max(len(n) for n in names) + len(" (monitored, max)")
+        lines.append(f"{'metric':<{width}}  {'final':>10}  {'best':>10}  at iteration")
+        for name in names:
+            entry = metrics[name]
+            label = f"{name} (monitored, {entry.get('mode', 'min')})" if name == monitor else name
+            lines.append(f"{label:<{width}}  {_number(entry.get('final')):>10}  {_number(entry.get('best')):>10}  "
+                         f"{_number(entry.get('best_step'))}")
+    return "\n".join(lines)

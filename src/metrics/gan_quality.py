@@ -80,6 +80,8 @@ class GANQuality(nn.Module):
     #: direction of each key compute() returns
     modes = {"fid": "min", "kid": "min", "kid_std": "min", "is": "max", "is_std": "min", "precision": "max",
              "recall": "max", "density": "max", "coverage": "max"}
+    #: the keys an end-of-run table shows
+    headline = ("fid", "kid", "is", "precision", "recall", "density", "coverage")
 
     """FID / KID / IS and the manifold metrics (improved precision and recall, density and coverage;
     src/metrics/manifold.py) of generated images against a reference set, in one feature space

@@ -25,6 +25,7 @@ class PixelMMD(Metric):
     full_state_update = False
     higher_is_better = False
     modes = {"mmd": "min"}  # direction of each key compute() returns
+    headline = ("mmd",)  # the keys an end-of-run table shows
 
     def __init__(self, max_real: int = 1000):
         super().__init__()

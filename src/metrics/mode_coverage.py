@@ -39,6 +39,7 @@ class ModeCoverage(Metric):
     full_state_update = False
     higher_is_better = True
     modes = {"modes_captured": "max", "hq_fraction": "max", "reverse_kl": "min"}  # per key of compute()
+    headline = ("modes_captured", "hq_fraction", "reverse_kl")  # the keys an end-of-run table shows
 
     def __init__(self, mixture: str | None = None, std: float = 0.02, threshold: float = 3.0,
                  centers: Sequence[Sequence[float]] | None = None):

@@ -79,6 +79,8 @@ class SegmentationMetrics(MulticlassConfusionMatrix):
                 "instead of trainIds?)")
         super().update(preds.long(), target.long())
 
+    headline = ("mIoU", "mAcc", "aAcc")  # the keys an end-of-run table shows
+
     @property
     def modes(self) -> dict[str, str]:
         """Direction of each key compute() returns: every score is better high."""

@@ -156,6 +156,10 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
     def players(self) -> dict[str, nn.Module]:
         return {SEGMENTER: self.segmenter, DISCRIMINATOR: self.discriminator}
 
+    @property
+    def headline_metrics(self) -> list[str]:
+        return [*super().headline_metrics, "val/pseudo_acc_above", "val/pseudo_acc_below"]
+
     def player_param_groups(self) -> dict[str, list[dict]]:
         return head_param_groups("segmenter", self.segmenter, self.head_lr_mult)
 

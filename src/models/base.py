@@ -61,6 +61,14 @@ class TrainingModule(pl.LightningModule):
         self._pending_checks: list[tuple[str, int, Tensor]] = []
         self._phase = 0
 
+    #: the kinds of data (a dataset's ``meta.kind``) this model trains on
+    data_kinds: tuple[str, ...] = ()
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        """The metrics an end-of-run table shows (besides the monitored one)."""
+        return []
+
     # ----------------------------------------------------------------------------------------- players
     @property
     def players(self) -> dict[str, nn.Module]:

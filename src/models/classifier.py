@@ -94,6 +94,12 @@ class ClassificationEvaluation:
     def classify(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    data_kinds = ("labeled_images",)
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return ["val/acc", "val/acc_balanced"]
+
     #: the direction of the metrics logged here (better high)
     evaluation_modes = {"val/acc": "max", "val/acc_balanced": "max", "train/acc": "max", "train/acc_labeled": "max"}
 

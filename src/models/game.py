@@ -57,6 +57,7 @@ def _vector(value, dim: int, dtype: torch.dtype, key: str) -> Tensor:
 
 class Game(AdversarialModule):
     default_update = "simultaneous"
+    data_kinds = ("none",)
 
     def __init__(self, optimizer=None, game: str = "bilinear", dim: int = 1, a: float = 1.0,
                  matrix: str = "scalar", mu: float = 1.0, x0: float | Sequence[float] = 1.0,
@@ -85,6 +86,10 @@ class Game(AdversarialModule):
 
     def zero_sum_error(self) -> str | None:
         return None
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return ["val/distance_to_equilibrium", "val/f"]
 
     # ------------------------------------------------------------------------------------------ game
     def f(self, x: Tensor | None = None, y: Tensor | None = None) -> Tensor:

@@ -112,6 +112,14 @@ class GAN(AdversarialModule):
         return {GENERATOR: self.generator, DISCRIMINATOR: self.discriminator}
 
     @property
+    def data_kinds(self) -> tuple[str, ...]:
+        return ("labeled_images",) if self.num_classes is not None else ("labeled_images", "points")
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return [f"val/{k}" for metric in self.metrics.values() for k in metric.headline]
+
+    @property
     def update_every(self) -> dict[str, int]:
         return {GENERATOR: self.n_critic}
 

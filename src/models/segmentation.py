@@ -105,6 +105,12 @@ class SegmentationEvaluation:
         self.class_names = list(class_names) if class_names is not None else None
         self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index, class_names=self.class_names)
 
+    data_kinds = ("segmentation",)
+
+    @property
+    def headline_metrics(self) -> list[str]:
+        return [f"val/{k}" for k in self.val_metrics.headline]
+
     def infer(self, x: Tensor) -> Tensor:
         """Logits (B, K, H, W) at the input resolution, whole image or sliding window."""
         if self.inference == "slide":

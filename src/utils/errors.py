@@ -4,6 +4,11 @@
 class UserError(Exception):
     """A problem with the run's input that the user can fix (config, data, checkpoint)."""
 
+    #: the process's exit status when it ends the run
+    exit_code: int = 2
+    #: for a signal: the handler to pass it on to once everything is written (None: none)
+    hand_over = None
+
 
 class ConfigError(UserError):
     """A config value is unknown, of the wrong type or out of range."""

@@ -3,7 +3,8 @@
 * :class:`WandbLogger` names the wandb run after the command-line overrides (unless ``name`` is set),
   groups the jobs of one sweep (``<group>/<sweep dir name>``), closes the previous job's run in a sweep
   process, and continues the wandb run recorded in ``<save_dir>/run.json`` when the run directory is being
-  resumed (src/train.py writes it), so a resumed run logs into the same wandb run.
+  resumed (src/train.py writes it), so a resumed run logs into the same wandb run; it sends metrics as
+  checkpoints are written, so that the run holds the whole curve once after a crash and a resume.
 * :class:`CSVLogger` writes ``<save_dir>/csv/metrics.csv``; on a resume it keeps the rows logged before the
   resumed step and drops the ones after it (logged by the interrupted attempt and logged again now), so
   the file holds the whole curve once.
@@ -17,6 +18,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import CSVLogger as _CSVLogger
 from pytorch_lightning.loggers import WandbLogger as _WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from src.utils.config import hydra_overrides, sweep_name
 from src.utils.resume import read_run_info
@@ -29,6 +31,11 @@ def run_name(overrides: list[str]) -> str | None:
 
 
 class WandbLogger(_WandbLogger):
+    """Metrics reach wandb when a checkpoint is written (and when the run ends), not before: a run that
+    crashes and resumes from its last checkpoint logs the iterations after it again, and wandb, whose
+    history cannot be rewound, would hold them twice. So the wandb run holds the whole curve once; live
+    charts follow the checkpoints (every validation and ``callbacks.last_checkpoint.every_n_train_steps``)."""
+
     def __init__(self, save_dir: str, name: str | None = None, group: str | None = None, **kwargs):
         sweep = sweep_name()
         if sweep is not None:  # the jobs of one sweep form one wandb group: <group>/<sweep dir name>
@@ -41,6 +48,29 @@ class WandbLogger(_WandbLogger):
         if previous and kwargs.get("id") is None:  # a resumed run directory: continue its wandb run
             kwargs.update(id=previous, resume="allow")
         super().__init__(save_dir=save_dir, name=name or run_name(hydra_overrides()), group=group, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # Lightning passes it unset; wandb warns it is deprecated
+            self._wandb_init.pop("anonymous", None)
+        self._pending: list[tuple[dict, int | None]] = []
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self._pending.append((dict(metrics), step))
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for metrics, step in pending:
+            super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self._flush()
+        super().after_save_checkpoint(checkpoint_callback)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status == "success":  # a failed run may be resumed from its checkpoint: its tail stays in the CSV
+            self._flush()
+        super().finalize(status)
 
 
 class _ResumingWriter(ExperimentWriter):

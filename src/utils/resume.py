@@ -11,11 +11,80 @@ from src.utils.errors import UserError
 RUN_INFO = "run.json"
 
 
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: missing, corrupt, unsafe, from another version or another model."""
+
+
 def check_checkpoint(ckpt_path: str) -> Path:
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise UserError(f"ckpt_path: no checkpoint at {path} (expected e.g. <run_dir>/checkpoints/last.ckpt)")
+        raise CheckpointError(f"ckpt_path: no checkpoint at {path} (expected e.g. <run_dir>/checkpoints/last.ckpt)")
     return path
+
+
+def load_checkpoint(ckpt_path: str | Path, mmap: bool = False) -> dict:
+    """The checkpoint as plain data (weights_only: no pickled code runs), checked to be one that this
+    project's src.run wrote (a Lightning checkpoint with the run's config). ``mmap`` maps the tensors
+    instead of reading them (a cheap check of a large file)."""
+    import torch
+
+    from src.metrics.backbones import load_error_reason
+
+    path = check_checkpoint(str(ckpt_path))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"ckpt_path: {path} is empty (0 bytes): not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - truncated, not a torch file, or pickled objects
+        reason = ("not the zip archive torch.save writes" if "_use_new_zipfile_serialization" in str(err)
+                  else load_error_reason(err))
+        raise CheckpointError(f"ckpt_path: {path} is not a readable checkpoint ({reason}); it may be corrupt or "
+                              "truncated, or hold objects other than plain data") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"ckpt_path: {path} is not a Lightning checkpoint (no state_dict)")
+    run_config = ckpt.get("run_config")
+    if not isinstance(run_config, dict) or not isinstance(run_config.get("config"), dict):
+        raise CheckpointError(f"ckpt_path: {path} has no run_config (the resolved config that the run is rebuilt "
+                              "from): it was not written by this project's src.run, or by an older version of it")
+    return ckpt
+
+
+def held_model(ckpt: dict) -> tuple[str | None, str | None]:
+    """(the model group option, the model class) of a checkpoint's run."""
+    run_config = ckpt["run_config"]
+    target = ((run_config.get("config") or {}).get("model") or {}).get("_target_")
+    return (run_config.get("choices") or {}).get("model"), target
+
+
+def check_resume_arguments(argv: list[str]) -> None:
+    """Before Hydra creates anything (a run directory, a wandb run): a ``ckpt_path=`` on the command line
+    must be a readable checkpoint of this project, of the model asked for (``model=`` on the command line,
+    or for a checkpoint outside a run directory the model the command composes)."""
+    values = {a.split("=", 1)[0].lstrip("+"): a.split("=", 1)[1] for a in argv if "=" in a and not a.startswith("-")}
+    if not values.get("ckpt_path") or values["ckpt_path"] in ("null", "None"):
+        return
+    ckpt = load_checkpoint(values["ckpt_path"], mmap=True)
+    held, target = held_model(ckpt)
+    asked = values.get("model")
+    in_run_dir = (run_dir_of(values["ckpt_path"]) / ".hydra" / "config.yaml").is_file()
+    if asked is None and not in_run_dir:
+        asked = _composed_model([a for a in argv if not a.startswith(("ckpt_path=", "hydra."))])
+    if asked is not None and held is not None and asked != held:
+        raise CheckpointError(f"ckpt_path: {values['ckpt_path']} holds a model={held} run ({target}), but "
+                              f"model={asked} was asked for; resume it without model=, or start a new run")
+
+
+def _composed_model(argv: list[str]) -> str | None:
+    """The model group option the command composes (for a checkpoint without its run directory)."""
+    from hydra import compose, initialize_config_dir
+
+    from src.utils.config import register_configs
+
+    register_configs()
+    conf = Path(__file__).resolve().parents[2] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=argv, return_hydra_config=True)
+    return OmegaConf.select(cfg, "hydra.runtime.choices.model")
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path:

@@ -8,7 +8,8 @@ conf/hydra/default.yaml:
   src/run.py returns NaN for it) to the Optuna sweeper as a *failed* trial, so the study records it as
   failed and samples on, with any optuna version the sweeper plugin accepts.
 
-A job that fails never stops a sweep (src/run.py), and nothing here may: every error is logged, not raised.
+A job that fails never stops a sweep (src/run.py), and nothing here may: every error is logged, not raised;
+only once every job has ended does :class:`SweepResults` end the sweep with status 1 if a job failed.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,29 @@ def minimal_table(sweep_dir: Path, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def swept(rows: list[dict]) -> dict[str, list[str]]:
+    """{job: the overrides that differ between the jobs} (what the sweep swept)."""
+    def pairs(row):
+        return dict(o.split("=", 1) if "=" in o else (o, "") for o in row["overrides"])
+
+    by_job = {row["job"]: pairs(row) for row in rows}
+    keys = sorted({k for p in by_job.values() for k in p})
+    varying = [k for k in keys if len({p.get(k) for p in by_job.values()}) > 1]
+    return {job: [f"{k}={p[k]}" for k in varying if k in p] for job, p in by_job.items()}
+
+
+def console_table(rows: list[dict]) -> str:
+    """The sweep as printed at its end: one line per job, its swept values, status and monitored metric."""
+    values = swept(rows)
+    cells = [(r["job"], " ".join(values[r["job"]]) or "—", r["status"].split(":")[0],
+              f"{r['monitor']} = {r['best']:.4g}" if isinstance(r["best"], (int, float)) else (r["monitor"] or "—"))
+             for r in rows]
+    head = ("job", "swept values", "status", "monitored metric (best)")
+    widths = [max(len(str(c[i])) for c in [head, *cells]) for i in range(4)]
+    lines = ["  ".join(f"{str(c[i]):<{widths[i]}}" for i in range(4)).rstrip() for c in [head, *cells]]
+    return "\n".join(lines)
+
+
 def write_sweep_table(sweep_dir: str | Path, plots: bool = True) -> Path | None:
     """Write <sweep_dir>/results.md (src.results: table, results.json and, with `plots`, the plots; or a
     minimal table if that fails). Without plots the files are replaced atomically, so jobs finishing
@@ -183,13 +208,23 @@ class SweepResults(Callback):
             log.exception("could not update the sweep's results table")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write the table, print it, and end the sweep with status 1 when a job failed, naming which."""
         if not self.enabled or _is_other_rank():
             return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            path = write_sweep_table(str(config.hydra.sweep.dir), plots=self.plots)
+            path = write_sweep_table(sweep_dir, plots=self.plots)
         except Exception:  # noqa: BLE001
             log.exception("could not write the sweep's results table")
-            return
+            path = None
+        rows = job_rows(sweep_dir) if sweep_dir.is_dir() else []
+        if rows:
+            print(f"\n{console_table(rows)}")
         if path is not None:
             log.info("sweep results: %s", path)
             print(f"\nsweep results: {path}")
+        failed = [r for r in rows if not r["status"].startswith("finished")]
+        if failed:
+            print(f"\n{len(failed)} of {len(rows)} jobs did not finish: "
+                  + "; ".join(f"job {r['job']}: {r['status']}" for r in failed), file=sys.stderr)
+            raise SystemExit(1)
