@@ -1,16 +1,17 @@
 """Results tables and plots from finished runs:
-`python -m src.results DIR [DIR ...] [--out experiments/results] [--group-by choices.optimizer] [--metrics ...]`.
+`python -m src.results DIR [DIR ...] [--out OUT] [--group-by choices.optimizer] [--metrics ...]`.
 
 Collects every ``summary.json`` under the given directories (a multirun directory, a task's ``runs/``
 folder, or several runs; evaluation summaries written by src.eval are skipped unless ``--include-eval``)
-and writes to ``--out``:
+and writes next to them, to ``<the directory holding them>/results/`` (or to ``--out``):
 
 * ``results.md``: one row per run (its distinguishing choices / overrides, seed, status, and for each key
   metric the final and best value), then one row per group with the mean ± sample standard deviation
   (n - 1) over its runs and the run count; links to the plots below. Also printed.
 * ``results.json``: the same numbers, unrounded.
-* ``<metric>_vs_step.png`` (``val_fid_vs_step.png`` ...): each run's metric against the training step,
-  from its ``csv/metrics.csv``, one colour per group (e.g. per optimizer with ``--group-by choices.optimizer``).
+* ``<metric>_vs_step.png`` (``val_fid_vs_step.png`` ...): each run's metric against the training iteration,
+  from its ``csv/metrics.csv``, one colour per group (e.g. per optimizer with ``--group-by choices.optimizer``);
+  a series of one point is drawn as a marker. Groups are labelled by what differs between them.
 * ``mode_coverage.png``: mean ± std modes captured and high-quality fraction per group (2D mixtures), when
   the runs logged ``val/modes_captured``.
 * ``miou_vs_labeled_fraction.png``: best ``val/mIoU`` against ``dataset.labeled_fraction`` per group
@@ -19,8 +20,8 @@ and writes to ``--out``:
 ``--group-by`` takes dotted paths into a run's record: ``choices.<group>``, ``config.<key>`` (its resolved
 config, e.g. ``config.dataset.labeled_fraction``), ``seed``, ``task_name``, ``status``; several, comma
 separated. Default: the run's overrides without ``seed=`` (runs that differ only in their seed).
-``--metrics`` lists the metrics to show; default: the validation metrics every run has, most important first
-(at most 6).
+``--metrics`` lists the metrics to show; default: the validation metrics any run has, most important first
+(at most 6), blank where a run lacks one (a run that diverged before validating keeps its row).
 """
 from __future__ import annotations
 
@@ -103,13 +104,17 @@ def group_key(run: dict, group_by: list[str] | None) -> str:
 
 
 def default_metrics(runs: list[dict]) -> list[str]:
-    common = None
-    for run in runs:
-        names = {k for k in run["metrics"] if k.startswith("val/") and "/IoU_" not in k}
-        common = names if common is None else common & names
-    common = common or set()
-    ordered = [m for m in PRIORITY if m in common] + sorted(common - set(PRIORITY))
+    """The validation metrics of any of the runs, most telling first."""
+    names = {k for run in runs for k in run["metrics"] if k.startswith("val/") and "/IoU_" not in k}
+    ordered = [m for m in PRIORITY if m in names] + sorted(names - set(PRIORITY))
     return ordered[:MAX_DEFAULT_METRICS]
+
+
+def distinguishing_labels(names: list[str]) -> dict[str, str]:
+    """{group name: the part of it that differs from the other groups} (tokens shared by all dropped)."""
+    tokens = [name.split() for name in names]
+    common = set.intersection(*(set(t) for t in tokens)) if len(tokens) > 1 else set()
+    return {name: " ".join(t for t in toks if t not in common) or name for name, toks in zip(names, tokens)}
 
 
 def _value(run: dict, metric: str, which: str) -> float | None:
@@ -228,6 +233,7 @@ def read_curve(run_dir: Path, metric: str) -> tuple[list[float], list[float]]:
 def plot_curves(runs: list[dict], rows: list[dict], metric: str, out: Path) -> Path | None:
     plt = _plt()
     colours = {}
+    labels = distinguishing_labels(list(dict.fromkeys(row["group"] for row in rows)))
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     drawn = False
     for run, row in zip(runs, rows):
@@ -237,12 +243,13 @@ def plot_curves(runs: list[dict], rows: list[dict], metric: str, out: Path) -> P
         group = row["group"]
         first = group not in colours
         colours.setdefault(group, f"C{len(colours) % 10}")
-        ax.plot(xs, ys, color=colours[group], alpha=0.8, lw=1.2, label=group[:60] if first else None)
+        ax.plot(xs, ys, color=colours[group], alpha=0.8, lw=1.2, marker="o" if len(xs) == 1 else None,
+                label=labels[group] if first else None)
         drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    ax.set_xlabel("step")
+    ax.set_xlabel("iteration (training batches)")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -261,6 +268,7 @@ def plot_mode_coverage(result: dict, runs: list[dict], out: Path) -> Path | None
     for run, row in zip(runs, result["runs"]):
         groups.setdefault(row["group"], []).append(run)
     names = list(groups)
+    labels = distinguishing_labels(names)
     fig, axes = plt.subplots(1, 2, figsize=(max(6.4, 1.2 * len(names) + 3), 4.2), dpi=100)
     for ax, metric, label in ((axes[0], "val/modes_captured", "modes captured"),
                               (axes[1], "val/hq_fraction", "high-quality fraction")):
@@ -270,7 +278,7 @@ def plot_mode_coverage(result: dict, runs: list[dict], out: Path) -> Path | None
             means.append(mean if mean is not None else 0.0)
             stds.append(std or 0.0)
         ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=[f"C{i % 10}" for i in range(len(names))])
-        ax.set_xticks(range(len(names)), [n[:25] for n in names], rotation=30, ha="right", fontsize=7)
+        ax.set_xticks(range(len(names)), [labels[n] for n in names], rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(label + " (final, mean ± std)")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -315,14 +323,19 @@ def plot_miou_vs_fraction(result: dict, runs: list[dict], out: Path) -> Path | N
 
 
 # --------------------------------------------------------------------------------------------- main
+def common_root(dirs: list[Path]) -> Path:
+    """The directory that holds all of `dirs` (a summary.json given directly counts as its run directory)."""
+    roots = [(Path(d).parent if Path(d).is_file() else Path(d)).resolve() for d in dirs]
+    return roots[0] if len(roots) == 1 else Path(os.path.commonpath([str(r) for r in roots]))
+
+
 def collect(dirs: list[Path], out: Path, group_by: list[str] | None = None, metrics: list[str] | None = None,
             include_eval: bool = False, plots: bool = True) -> dict:
     paths = find_summaries(dirs, include_eval)
     if not paths:
         raise SystemExit(f"error: no summary.json under {', '.join(str(d) for d in dirs)}")
     runs = [load_run(p) for p in paths]
-    roots = [Path(d).resolve() for d in dirs]
-    root = roots[0] if len(roots) == 1 else Path(os.path.commonpath([str(r) for r in roots]))
+    root = common_root(dirs)
     metrics = metrics or default_metrics(runs)
     result = build(runs, metrics, group_by, root)
     out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.results", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="+", type=Path, help="run / multirun directories (searched recursively)")
-    parser.add_argument("--out", type=Path, default=Path("experiments/results"), help="where tables and plots go")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where tables and plots go (default: <the directory holding the runs>/results)")
     parser.add_argument("--group-by", default=None,
                         help="dotted keys, comma separated (choices.optimizer, config.dataset.labeled_fraction)")
     parser.add_argument("--metrics", default=None, help="metrics to show, comma separated (default: automatic)")
@@ -357,9 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     group_by = [g.strip() for g in args.group_by.split(",") if g.strip()] if args.group_by else None
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
-    result = collect(args.dirs, args.out, group_by, metrics, args.include_eval, not args.no_plots)
+    out = args.out or common_root(args.dirs) / "results"
+    result = collect(args.dirs, out, group_by, metrics, args.include_eval, not args.no_plots)
     sys.stdout.write(result["markdown"])
-    print(f"\nwritten: {args.out / 'results.md'}, {args.out / 'results.json'}"
+    print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}"
           + (f" and {len(result['plots'])} plots" if result["plots"] else ""))
     return 0
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -177,6 +178,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ckpt_path"):
         held, _ = held_model(load_checkpoint(cfg.ckpt_path, mmap=True))  # readable, and the model asked for
         cfg, choices, overrides = resume_config(cfg, str(cfg.ckpt_path), overrides, choices)
+        # a resume writes into its own run: Lightning's "checkpoint directory is not empty" is expected there
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
         if held is not None and choices.get("model") not in (None, held):
             raise CheckpointError(f"ckpt_path: {cfg.ckpt_path} holds a model={held} run, but model={choices['model']} "
                                   "was asked for")

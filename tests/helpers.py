@@ -92,13 +92,20 @@ def compose(overrides: list[str] | None = None, output_dir: Path | str = "/tmp/a
 
 
 def wandb_history(run_dir: Path) -> list[dict]:
-    """The history rows of the offline wandb run under `run_dir`, read from its .wandb file (a log of
-    length-prefixed protobuf records in 32 KiB blocks, after a 7-byte header)."""
+    """The history rows of the offline wandb run(s) under `run_dir` (a resumed run adds a second offline
+    directory of the same run), read from their .wandb files (a log of length-prefixed protobuf records in
+    32 KiB blocks, after a 7-byte header), in the order they were written."""
+    rows = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        rows += _wandb_file_history(path)
+    return rows
+
+
+def _wandb_file_history(path: Path) -> list[dict]:
     import struct
 
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")
     data, pos, block, pending, rows = path.read_bytes(), 7, 32768, b"", []
     assert data[:4] == b":W&B", "not a wandb transaction log"
     while pos + 7 <= len(data):
@@ -128,3 +135,15 @@ class SigtermInStandaloneValidation(pl.Callback):
         if trainer.state.fn == "validate" and not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class FailAt(pl.Callback):
+    """Test-only callback (`+callbacks.fail._target_=tests.helpers.FailAt +callbacks.fail.step=N`): training fails
+    with an error at the end of iteration N (after what it logged, before any new checkpoint)."""
+
+    def __init__(self, step: int):
+        self.step = int(step)
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"test failure at iteration {self.step}")

@@ -150,3 +150,79 @@ def test_seed_zero_is_a_seed_and_runs_are_reproducible(cli):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)
     assert a.summary["seed"] == 0 and math.isfinite(a.metric("val/modes_captured"))
+
+
+# ------------------------------------------------------------------------------- what a run prints
+NOISE = ("💡 Tip", "LeafSpec", "FLOPs", "anonymous setting", "could not find the monitored key", "v_num",
+         "Trainer already configured", "smaller than the logging interval", "Epoch 0/-2")
+
+
+def test_a_run_ends_with_its_headline_numbers_and_without_library_noise(cli):
+    result = cli("trainer.max_steps=6", "trainer.max_epochs=-1", "trainer.limit_val_batches=1",
+                 "callbacks.last_checkpoint.every_n_train_steps=2", "model.num_eval_samples=64")
+    assert result.returncode == 0, result.output[-3000:]
+    tail = result.stdout.split("run finished:", 1)[1]
+    assert "6 iterations" in tail.splitlines()[0]
+    table = tail.split("outputs in:")[0]
+    fid = result.summary["metrics"]["val/fid"]
+    assert f"val/fid (monitored, min)" in table and f"{fid['final']:.4g}" in table
+    for name in ("val/kid", "val/is", "val/mmd"):
+        assert name in table, name
+    assert str(result.run_dir.resolve()) in tail
+    for noise in NOISE:
+        assert noise not in result.output, noise
+
+
+def test_paths_output_dir_puts_the_whole_run_there(cli, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, clean_env
+
+    target = tmp_path / "elsewhere" / "my_run"
+    logs = tmp_path / "logs"
+    proc = subprocess.run([sys.executable, "-m", "src.run", f"paths.output_dir={target}", f"paths.log_dir={logs}",
+                           "debug=fast_dev_run", "logger=csv"], cwd=ROOT, env=clean_env(), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "run.log", "summary.json", "config_resolved.yaml"):
+        assert (target / name).is_file(), name
+    assert not logs.exists() or not any(logs.rglob("*")), "nothing of the run elsewhere"
+
+
+@pytest.mark.parametrize("kind", ["random", "text", "empty", "truncated", "other_model"])
+def test_a_bad_checkpoint_fails_in_one_line_before_any_run_dir_exists(kind, cli, tmp_path):
+    import os
+
+    good = cli("trainer.max_steps=1", "trainer.limit_val_batches=1", "trainer.max_epochs=-1", CSV,
+               "model.num_eval_samples=50")
+    assert good.returncode == 0, good.output[-2000:]
+    ckpt = tmp_path / f"{kind}.ckpt"
+    blob = (good.run_dir / "checkpoints" / "last.ckpt").read_bytes()
+    ckpt.write_bytes({"random": os.urandom(4096), "text": b"not a checkpoint\n", "empty": b"",
+                      "truncated": blob[: len(blob) // 2], "other_model": blob}[kind])
+    extra = ["model=gan_mlp", "dataset=ring8"] if kind == "other_model" else []
+    bad = cli(f"ckpt_path={ckpt}", *extra, CSV)
+    assert bad.returncode == 2, bad.output[-3000:]
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ckpt_path:") and str(ckpt) in lines[0], bad.stderr
+    if kind == "other_model":
+        assert "model=gan_dcgan" in lines[0] and "model=gan_mlp" in lines[0]
+    assert "Traceback" not in bad.output
+    assert not bad.run_dir.exists(), "no run directory for a checkpoint that cannot be used"
+    assert not list(tmp_path.glob("**/offline-run-*")), "no wandb run either"
+
+
+def test_a_model_and_a_dataset_that_do_not_fit_fail_before_training_naming_both(cli):
+    result = cli("model=segmentation_unet", CSV)
+    assert result.returncode == 2, result.output[-3000:]
+    assert "model=segmentation_unet" in result.stderr and "dataset=digits" in result.stderr
+    assert "scenes" in result.stderr and "Traceback" not in result.output
+    assert not (result.run_dir / "checkpoints").exists()
+
+
+def test_a_divergence_before_any_checkpoint_says_so_and_is_in_run_log(cli):
+    result = cli("experiment=mlp_ring8", "optimizer=sgd", "optimizer.lr=3", "trainer.max_steps=200", CSV)
+    assert result.returncode == 2, result.output[-3000:]
+    assert "No checkpoint had been written yet" in result.stderr and "is intact" not in result.stderr
+    assert "non-finite" in (result.run_dir / "run.log").read_text()

@@ -33,3 +33,25 @@ def test_wandb_mode_disabled_writes_no_wandb_run(cli):
                  env=clean_env(WANDB_MODE="disabled"))
     assert result.returncode == 0, result.output[-2000:]
     assert not list((result.run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_env_example_lists_every_variable_the_project_reads():
+    """Every environment variable read by src/ and conf/ is in .env.example, except those that launchers and
+    libraries set for themselves (process ranks, Lightning's CUDA-probe switch)."""
+    import re
+
+    from tests.helpers import ROOT
+
+    set_by_others = {"LOCAL_RANK", "RANK", "SLURM_PROCID", "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    read = set()
+    for path in [*ROOT.joinpath("src").rglob("*.py"), *ROOT.joinpath("conf").rglob("*.yaml")]:
+        text = path.read_text()
+        read |= set(re.findall(r"oc\.env:([A-Z_]+)", text))
+        read |= set(re.findall(r"environ(?:\.get|\.setdefault)?\(\s*\"([A-Z_]+)\"", text))
+        read |= set(re.findall(r"environ\[\"([A-Z_]+)\"\]", text))
+    from src.utils.env import SECRET_VARIABLES
+
+    read |= set(SECRET_VARIABLES)
+    listed = set(re.findall(r"^#?\s*([A-Z_]+)=", (ROOT / ".env.example").read_text(), flags=re.M))
+    assert "PROJECT_ROOT" in read and "CACHE_DIR" in read
+    assert read - set_by_others <= listed, sorted(read - set_by_others - listed)

@@ -117,3 +117,56 @@ def test_cli(sweep, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "src.results", str(tmp_path / "empty_nothing")], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "error" in missing.stderr
+
+
+def test_by_default_results_go_next_to_the_runs_never_into_the_repository(sweep, tmp_path):
+    root, _ = sweep
+    tracked = ROOT / "experiments" / "results"
+    before = sorted(p.name for p in tracked.iterdir())
+    proc = subprocess.run([sys.executable, "-m", "src.results", str(root), "--no-plots"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert (root / "results" / "results.md").is_file() and str(root / "results") in proc.stdout
+    assert sorted(p.name for p in tracked.iterdir()) == before
+
+
+def test_columns_are_the_union_of_the_runs_metrics_and_a_diverged_run_keeps_them(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "a", "adam", 0, {"val/fid": (50.0, 40.0), "val/kid": (0.1, 0.05)})
+    write_run(root / "b", "sgd", 0, {"train/d_loss": (float("nan"), 1.0)})  # diverged before validating
+    write_run(root / "c", "ncg", 0, {"val/fid": (45.0, 44.0), "val/is": (3.0, 3.5)})
+    result = collect([root], tmp_path / "out")
+    assert result["metrics"] == ["val/fid", "val/kid", "val/is"]
+    rows = {r[0]: r for r in _table(result["markdown"], "## Runs")}
+    assert rows["b"][4:] == ["–"] * 6 and rows["c"][6:8] == ["–", "–"] and rows["a"][4] == "50"
+
+
+def test_plots_mark_single_points_label_groups_by_what_differs_and_name_the_step_unit(tmp_path):
+    from matplotlib.axes import Axes
+
+    root = tmp_path / "runs"
+    common = ["experiment=mlp_ring8", "logger=csv"]
+    write_run(root / "a", "adam", 0, {"val/mmd": (0.1, 0.1)}, overrides=[*common, "optimizer=adam"],
+              curve=[(10, 0.1)])
+    write_run(root / "b", "ncg", 0, {"val/mmd": (0.2, 0.2)}, overrides=[*common, "optimizer=ncg"],
+              curve=[(10, 0.2), (20, 0.1)])
+    seen = {"labels": [], "markers": [], "xlabel": []}
+    original_plot, original_xlabel = Axes.plot, Axes.set_xlabel
+
+    def plot(self, *args, **kwargs):
+        seen["labels"].append(kwargs.get("label"))
+        seen["markers"].append((len(args[0]), kwargs.get("marker")))
+        return original_plot(self, *args, **kwargs)
+
+    def xlabel(self, text, *args, **kwargs):
+        seen["xlabel"].append(text)
+        return original_xlabel(self, text, *args, **kwargs)
+
+    Axes.plot, Axes.set_xlabel = plot, xlabel
+    try:
+        collect([root], tmp_path / "out", metrics=["val/mmd"])
+    finally:
+        Axes.plot, Axes.set_xlabel = original_plot, original_xlabel
+    assert sorted(seen["labels"]) == ["optimizer=adam", "optimizer=ncg"]
+    assert (1, "o") in seen["markers"] and (2, None) in seen["markers"]
+    assert any("iteration" in x for x in seen["xlabel"])

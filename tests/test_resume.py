@@ -73,3 +73,32 @@ def test_resume_is_bitwise_with_ema_and_diffaugment_on(cli):
     a, b = _weights(full.run_dir), _weights(resumed.run_dir)
     assert any(k.startswith("generator_ema.") for k in a["state_dict"]), "the EMA generator is checkpointed"
     _assert_same(a, b)
+
+
+def test_a_failed_run_resumed_holds_its_whole_curve_once_in_csv_and_wandb_and_keeps_its_groups(cli):
+    """Failed at iteration 10 with last.ckpt at 8, resumed to 14: csv/metrics.csv and the wandb run have
+    every iteration 1..14 exactly once; summary.json and run.json report the groups of the run (logger=
+    all here) and its epoch count is that of a run never interrupted."""
+    import csv
+
+    from tests.helpers import wandb_history
+
+    common = ("logger=all", "experiment=mlp_ring8", "trainer.log_every_n_steps=1", "trainer.limit_val_batches=0",
+              "callbacks.last_checkpoint.every_n_train_steps=4", "dataset.num_train=2560", "trainer.max_epochs=-1",
+              "trainer.enable_progress_bar=false", "validate_after_fit=false")
+    crashed = cli(*common, "trainer.max_steps=14", "+callbacks.fail._target_=tests.helpers.FailAt",
+                  "+callbacks.fail.step=10")
+    assert crashed.returncode != 0
+    assert torch.load(crashed.run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    resumed = cli(f"ckpt_path={crashed.run_dir / 'checkpoints' / 'last.ckpt'}", "++callbacks.fail=null")
+    assert resumed.returncode == 0, resumed.output[-3000:]
+    assert resumed.run_dir == crashed.run_dir
+    with open(resumed.run_dir / "csv" / "metrics.csv") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh) if r.get("train/d_loss")]
+    assert steps == list(range(1, 15)), steps
+    wandb_steps = [r["trainer/global_step"] for r in wandb_history(resumed.run_dir) if "train/d_loss" in r]
+    assert wandb_steps == list(range(1, 15)), wandb_steps
+    assert resumed.summary["choices"]["logger"] == "all" and resumed.summary["status"] == "finished"
+    assert json.loads((resumed.run_dir / "run.json").read_text())["choices"]["logger"] == "all"
+    straight = cli(*common, "trainer.max_steps=14")
+    assert resumed.summary["epoch"] == straight.summary["epoch"] and resumed.summary["global_step"] == 14

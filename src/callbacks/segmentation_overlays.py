@@ -1,5 +1,6 @@
 """Segmentation pictures at every validation: for a few fixed validation images, one row each of
-image | ground truth | prediction (| discriminator confidence, for adversarial models). Saved as
+image | ground truth | prediction (| discriminator confidence, for adversarial models), with a legend
+of the class colours (colour -> class name; white: ignored pixels). Saved as
 <dirpath>/overlays_step<step>.png and sent to every image-capable logger (wandb, TensorBoard). Only
 rank 0 draws; the images are the first `num_images` of the validation loader, taken once."""
 from __future__ import annotations
@@ -31,6 +32,14 @@ def colourise(labels: np.ndarray, num_classes: int, ignore_index: int = 255) -> 
     return palette(num_classes)[idx]
 
 
+def legend_entries(num_classes: int, class_names=None) -> list[tuple[str, np.ndarray]]:
+    """(name, colour) of every class, in class order, then the ignored pixels'."""
+    names = list(class_names) if class_names is not None and len(class_names) == num_classes else \
+        [str(k) for k in range(num_classes)]
+    colours = palette(num_classes)
+    return [*zip(names, colours[:num_classes]), ("ignored", colours[num_classes])]
+
+
 def denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
     x = image.float().cpu()
     if mean is not None and std is not None and x.shape[0] == len(mean):
@@ -42,7 +51,7 @@ def denormalise(image: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def overlay_png(images, targets, preds, confidence, path: Path, num_classes: int, ignore_index: int,
-                mean=None, std=None, title: str = "") -> None:
+                mean=None, std=None, title: str = "", class_names=None) -> None:
     n = images.shape[0]
     cols = 3 + (confidence is not None)
     fig, axes = plt.subplots(n, cols, figsize=(2.2 * cols, 2.2 * n), dpi=100, squeeze=False)
@@ -60,7 +69,13 @@ def overlay_png(images, targets, preds, confidence, path: Path, num_classes: int
             ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    from matplotlib.patches import Patch
+
+    entries = legend_entries(num_classes, class_names)
+    columns = min(len(entries), 6)
+    fig.tight_layout(rect=(0, 0.045 * (-(-len(entries) // columns)) + 0.02, 1, 1))
+    fig.legend(handles=[Patch(facecolor=c, edgecolor="0.5", label=name) for name, c in entries], loc="lower center",
+               ncol=columns, fontsize=7, frameon=False)
     fig.savefig(path)
     plt.close(fig)
 
@@ -121,7 +136,8 @@ class SegmentationOverlays(pl.Callback):
         dm = trainer.datamodule
         overlay_png(images, targets, preds, confs, path, num_classes=pl_module.num_classes,
                     ignore_index=getattr(pl_module, "ignore_index", 255), mean=getattr(dm, "mean", None),
-                    std=getattr(dm, "std", None), title=f"step {step}")
+                    std=getattr(dm, "std", None), title=f"step {step}",
+                    class_names=pl_module.val_metrics.class_names)
         self._log_image(trainer, path, step)
 
     @staticmethod

@@ -51,25 +51,34 @@ class WandbLogger(_WandbLogger):
         if self._wandb_init.get("anonymous") is None:  # Lightning passes it unset; wandb warns it is deprecated
             self._wandb_init.pop("anonymous", None)
         self._pending: list[tuple[dict, int | None]] = []
+        self._saved_step = -1  # the iteration of the newest checkpoint
 
     @rank_zero_only
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         self._pending.append((dict(metrics), step))
+        self._flush(self._saved_step)
 
-    def _flush(self) -> None:
-        pending, self._pending = self._pending, []
-        for metrics, step in pending:
-            super().log_metrics(metrics, step)
+    def _flush(self, through: float) -> None:
+        """Send the pending rows of the iterations up to `through` (all of them with inf)."""
+        keep = []
+        for metrics, step in self._pending:
+            if step is None or step <= through:
+                super().log_metrics(metrics, step)
+            else:
+                keep.append((metrics, step))
+        self._pending = keep
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback) -> None:
-        self._flush()
+        # the iteration the checkpoint holds (its own rows are logged right after it is written)
+        self._saved_step = max(self._saved_step, int(checkpoint_callback._last_global_step_saved))
+        self._flush(self._saved_step)
         super().after_save_checkpoint(checkpoint_callback)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
         if status == "success":  # a failed run may be resumed from its checkpoint: its tail stays in the CSV
-            self._flush()
+            self._flush(float("inf"))
         super().finalize(status)
 
 

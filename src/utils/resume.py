@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from src.utils.errors import UserError
 
@@ -111,8 +111,8 @@ def resume_config(cfg: DictConfig, ckpt_path: str, overrides: list[str],
                   choices: dict) -> tuple[DictConfig, dict, list[str]]:
     """The original run's config (from <run_dir>/.hydra/config.yaml) with this command's plain
     `key=value` overrides applied on top, so `src.run ckpt_path=...` continues the same experiment
-    without repeating its overrides; with the run's group choices and overrides (the original ones, then
-    this command's). Changing a config group on resume is refused."""
+    without repeating its overrides (``~key`` removes one, e.g. a callback); with the run's group choices and
+    overrides (the original ones, then this command's). Changing a config group on resume is refused."""
     saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
     if not saved.is_file():
         return cfg, choices, overrides  # a checkpoint from elsewhere: the config composed now is used as it is
@@ -138,7 +138,14 @@ def resume_config(cfg: DictConfig, ckpt_path: str, overrides: list[str],
     parsed = OverridesParser.create().parse_overrides(overrides)
     for o in parsed:
         key = o.key_or_group
-        if key in choices or key == "ckpt_path" or o.is_delete():
+        if key in choices or key == "ckpt_path":
+            continue
+        if o.is_delete():  # ~key: e.g. drop a callback the run had
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(original, parent) if parent else original
+            if node is not None and leaf in node:
+                with open_dict(node):
+                    del node[leaf]
             continue
         value = o.value()
         OmegaConf.update(original, key, value, merge=True, force_add=o.is_add() or o.is_force_add())
