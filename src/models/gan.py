@@ -97,7 +97,8 @@ class GAN(AdversarialModule):
         self.ema_decay, self.ema_start = ema_decay, int(ema_start)
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
         self.num_eval_samples = num_eval_samples
-        self.metrics = nn.ModuleDict(dict(metrics or {}))
+        # a metric set to null in the config (dataset.meta.metrics.<name>=null) is left out
+        self.metrics = nn.ModuleDict({k: v for k, v in (metrics or {}).items() if v is not None})
         for metric in self.metrics.values():
             self.metric_modes.update({f"val/{k}": v for k, v in metric.modes.items()})
         g = torch.Generator().manual_seed(self.seed + 12345)

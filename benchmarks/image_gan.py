@@ -1,0 +1,284 @@
+"""Conjugate-direction optimizers on images: the seeds' central claim (Naganuma & Iiduka, "Conjugate Gradient
+Method for Generative Adversarial Networks", AISTATS 2023) measured on the 5,000 real digits.
+
+    python benchmarks/image_gan.py --stage select [--archs dcgan sngan] [--optimizers ...] [--budget 1500] [--jobs 2]
+    python benchmarks/image_gan.py --stage final  [--archs dcgan sngan] [--seeds 1 2 3 4 5] [--jobs 2]
+    python benchmarks/image_gan.py --stage report [--archs dcgan sngan]
+
+Every cell is an ordinary run of `python -m src.run` (one thread, CSV logging, in its own directory under
+``--runs-dir``; a finished cell is reused): the architecture's model (``dcgan``: the default DCGAN; ``sngan``:
+the SNGAN ResNet of src/networks/sngan.py at width 64), the non-saturating loss (the BCE of Naganuma &
+Iiduka) except ACGD, which trains the WGAN loss of its paper, one update of each player per iteration for
+``--budget`` iterations at batch 64, and the sample metrics of src/metrics/gan_quality.py on ``--samples``
+generated digits against every training digit (FID, KID, improved precision / recall, density / coverage in
+the feature space of the digits classifier the framework trains).
+
+Stages:
+
+* ``select`` (seed 0 only): the learning rates of each optimizer from Naganuma & Iiduka's grid {5e-3, 1e-3,
+  5e-4, 1e-4, 5e-5}: first lr_G = lr_D over the grid, then, at the best lr_G, lr_D one grid step above and
+  below; the lowest final FID wins. For NCG, Fletcher-Reeves (``ncg_fr``) is searched so, and the other beta
+  rules (PRP, HS, DY, HS_DY, FR_PRP, HZ) are tried at FR's learning rates: the best is ``ncg_best``. Every run
+  of the search is kept in ``<results>/image_gan_<arch>_selection.json`` (the grid, recorded).
+* ``final``: the chosen settings on seeds never used for choosing (``--seeds``, 1..5 by default), with the
+  metrics every ``--budget / 4`` iterations for the curves.
+* ``report``: ``<results>/image_gan_<arch>.md``: mean and std over seeds of each metric, each optimizer's
+  difference to Adam paired by seed with its 95% interval, the curves (``image_gan_<arch>_fid.png``) and
+  the last samples of each optimizer (``image_gan_<arch>_samples.png``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GRID = [5e-3, 1e-3, 5e-4, 1e-4, 5e-5]
+RULES = ["PRP", "HS", "DY", "HS_DY", "FR_PRP", "HZ"]
+ARCHS = {
+    "dcgan": ["model=gan_dcgan"],
+    "sngan": ["model=gan_sngan", "model.generator.base_width=64", "model.discriminator.base_width=64",
+              "model.loss=ns", "model.latent_dim=64"],
+}
+OPTIMIZERS = {
+    "adam": ["optimizer=adam"],
+    "ncg_fr": ["optimizer=ncg", "optimizer.beta_rule=FR"],
+    "ncg_best": ["optimizer=ncg"],  # the rule chosen in the select stage
+    "ncg_adam": ["optimizer=ncg_adam"],
+    "acgd": ["optimizer=acgd", "model.loss=wgan"],
+    "optimistic_adam": ["optimizer=optimistic_adam"],
+}
+METRICS = {"val/fid": "min", "val/kid": "min", "val/precision": "max", "val/recall": "max", "val/density": "max",
+           "val/coverage": "max"}
+
+
+def overrides(arch: str, opt: str, lr_g: float, lr_d: float, seed: int, budget: int, samples: int,
+              validations: int, rule: str | None = None) -> list[str]:
+    out = [*ARCHS[arch], *OPTIMIZERS[opt], f"seed={seed}", f"optimizer.lr={lr_g}",
+           f"optimizer.players.discriminator.lr={lr_d}", "dataset=digits",
+           "dataset.meta.metrics.quality.reference=train", "dataset.meta.metrics.quality.which=[fid,kid,pr,dc]",
+           "dataset.meta.metrics.mmd=null", f"model.num_eval_samples={samples}",
+           "logger=csv", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
+           "trainer.max_epochs=-1", f"trainer.max_steps={budget}", "trainer.check_val_every_n_epoch=null",
+           f"trainer.val_check_interval={budget // validations}", "callbacks.model_checkpoint=null",
+           "validate_after_fit=false"]
+    if rule is not None:
+        out.append(f"optimizer.beta_rule={rule}")
+    return out
+
+
+def run_cell(args_: list[str], run_dir: Path, lock: threading.Lock) -> dict:
+    """`python -m src.run ARGS` in `run_dir` (reused when it finished before); the final metrics."""
+    summary_path = run_dir / "summary.json"
+    fresh = not (summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished")
+    if fresh:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "src.run", *args_, f"hydra.run.dir={run_dir}"], cwd=ROOT,
+                              env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if not summary_path.is_file():
+            with lock:
+                print(f"  {run_dir}: no summary ({proc.stderr.strip().splitlines()[-1:]})", flush=True)
+            return {"status": "failed", "dir": str(run_dir), "wall_s": wall}
+    summary = json.loads(summary_path.read_text())
+    record = {"status": summary["status"].split(":")[0], "dir": str(run_dir), "wall_s": summary.get("wall_time_s")}
+    for name in METRICS:
+        entry = summary["metrics"].get(name) or {}
+        record[name] = entry.get("final") if entry.get("final_step") == summary.get("global_step") else None
+    with lock:
+        fid = record.get("val/fid")
+        print(f"  {run_dir.relative_to(run_dir.parents[2])}: {record['status']}, FID "
+              f"{'—' if fid is None else f'{fid:.2f}'} ({record['wall_s']} s{'' if fresh else ', reused'})", flush=True)
+    return record
+
+
+def fid_of(record: dict) -> float:
+    value = record.get("val/fid")
+    return value if record["status"] == "finished" and value is not None and math.isfinite(value) else math.inf
+
+
+def select(arch: str, opt: str, args, lock: threading.Lock) -> list[dict]:
+    """The learning-rate search of one optimizer on seed 0 (and NCG's beta rule); every run recorded."""
+    base = args.runs_dir / "select" / arch / opt
+    runs = []
+
+    def one(lr_g, lr_d, rule=None):
+        name = f"g{lr_g:g}_d{lr_d:g}" + (f"_{rule}" if rule else "")
+        over = overrides(arch, opt if rule is None else "ncg_best", lr_g, lr_d, 0, args.budget, args.samples, 1, rule)
+        rec = {"optimizer": opt if rule is None else "ncg_best", "lr_g": lr_g, "lr_d": lr_d, "rule": rule,
+               **run_cell(over, base / name, lock)}
+        runs.append(rec)
+        return rec
+
+    diagonal = [one(lr, lr) for lr in GRID]
+    best = min(diagonal, key=fid_of)
+    i = GRID.index(best["lr_g"])
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(GRID):
+            one(best["lr_g"], GRID[j])
+    if opt == "ncg_fr":
+        chosen = min(runs, key=fid_of)
+        for rule in RULES:
+            one(chosen["lr_g"], chosen["lr_d"], rule)
+    return runs
+
+
+def choices(selection: list[dict]) -> dict[str, dict]:
+    """{optimizer: its chosen run} (lowest final FID)."""
+    out = {}
+    for opt in dict.fromkeys(r["optimizer"] for r in selection):
+        out[opt] = min((r for r in selection if r["optimizer"] == opt), key=fid_of)
+    return out
+
+
+# ------------------------------------------------------------------------------------------- report
+def _curve(run_dir: Path, metric: str = "val/fid") -> tuple[list[int], list[float]]:
+    import csv
+
+    xs, ys = [], []
+    path = run_dir / "csv" / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get(metric) not in (None, ""):
+                    xs.append(int(float(row["step"])))
+                    ys.append(float(row[metric]))
+    return xs, ys
+
+
+def report(arch: str, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from src.utils.stats import format_interval, mean_std, paired_interval
+
+    selection = json.loads((args.results_dir / f"image_gan_{arch}_selection.json").read_text())
+    chosen = choices(selection["runs"])
+    finals = {}
+    for opt in chosen:
+        for seed in args.seeds:
+            run_dir = args.runs_dir / "final" / arch / opt / f"seed{seed}"
+            if (run_dir / "summary.json").is_file():
+                finals[(opt, seed)] = run_cell([], run_dir, threading.Lock())
+    opts = [o for o in chosen if any((o, s) in finals for s in args.seeds)]
+
+    def values(opt, metric):
+        return [finals[(opt, s)].get(metric) if (opt, s) in finals else None for s in args.seeds]
+
+    lines = [f"# Image GANs on the digits: {arch}, {selection['budget']} iterations, {len(args.seeds)} seeds", "",
+             f"`python benchmarks/image_gan.py --stage select --archs {arch}` then `--stage final` and `--stage "
+             f"report`. Batch 64, one update of each player per iteration, {selection['budget']} iterations; metrics "
+             f"on {selection['samples']} generated digits against every training digit (4,500), in the feature space "
+             "of the framework's digits classifier (src/metrics/backbones.py: digits_cnn). Learning rates chosen on "
+             "seed 0 from Naganuma & Iiduka's grid (every run of the search: "
+             f"`image_gan_{arch}_selection.json`); the table is over seeds {args.seeds[0]}..{args.seeds[-1]}, never used "
+             "for choosing. Loss: non-saturating (BCE), ACGD: WGAN as in its paper.", "",
+             "| optimizer | lr G / D | runs | FID | KID | precision | recall | density | coverage |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for opt in opts:
+        c = chosen[opt]
+        cells = []
+        for metric in METRICS:
+            mean, std = mean_std([v for v in values(opt, metric) if v is not None])
+            cells.append(f"{mean:.4g} ± {std:.2g}" if math.isfinite(mean) else "—")
+        done = sum((opt, s) in finals and finals[(opt, s)]["status"] == "finished" for s in args.seeds)
+        label = opt + (f" ({c['rule']})" if c.get("rule") else "")
+        lines.append(f"| {label} | {c['lr_g']:g} / {c['lr_d']:g} | {done} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired difference to Adam (same seed), mean and 95% interval (FID, KID: lower is better; the "
+              "others: higher is better):", "",
+              "| optimizer | " + " | ".join(m.split("/")[1] for m in METRICS) + " |",
+              "|---|" + "---|" * len(METRICS)]
+    for opt in opts:
+        if opt == "adam":
+            continue
+        cells = [format_interval(*paired_interval(values(opt, m), values("adam", m))[:3]) for m in METRICS]
+        lines.append(f"| {opt} | " + " | ".join(cells) + " |")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for i, opt in enumerate(opts):
+        for j, seed in enumerate(args.seeds):
+            xs, ys = _curve(args.runs_dir / "final" / arch / opt / f"seed{seed}")
+            if xs:
+                ax.plot(xs, ys, color=f"C{i}", alpha=0.7, marker="o", ms=3, label=opt if j == 0 else None)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("FID (digits classifier features)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(args.results_dir / f"image_gan_{arch}_fid.png")
+    plt.close(fig)
+    grids = []
+    for opt in opts:
+        pngs = sorted((args.runs_dir / "final" / arch / opt / f"seed{args.seeds[0]}" / "samples").glob("*.png"))
+        if pngs:
+            grids.append((opt, Image.open(pngs[-1]).convert("L")))
+    if grids:
+        fig, axes = plt.subplots(1, len(grids), figsize=(2.6 * len(grids), 2.9), dpi=100, squeeze=False)
+        for ax, (opt, image) in zip(axes[0], grids):
+            ax.imshow(image, cmap="gray")
+            ax.set_title(opt, fontsize=9)
+            ax.axis("off")
+        fig.tight_layout()
+        fig.savefig(args.results_dir / f"image_gan_{arch}_samples.png")
+        plt.close(fig)
+    lines += ["", f"Curves: `image_gan_{arch}_fid.png`; samples (seed {args.seeds[0]}, fixed noise, last "
+              f"iteration): `image_gan_{arch}_samples.png`."]
+    (args.results_dir / f"image_gan_{arch}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=("select", "final", "report"), required=True)
+    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument("--optimizers", nargs="+", default=[o for o in OPTIMIZERS if o != "ncg_best"],
+                        choices=[o for o in OPTIMIZERS if o != "ncg_best"])
+    parser.add_argument("--budget", type=int, default=1500, help="iterations per run")
+    parser.add_argument("--samples", type=int, default=5000, help="generated samples per evaluation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "image_gan")
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
+    args = parser.parse_args()
+    lock = threading.Lock()
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for arch in args.archs:
+        sel_path = args.results_dir / f"image_gan_{arch}_selection.json"
+        if args.stage == "select":
+            with ThreadPoolExecutor(args.jobs) as pool:
+                chains = list(pool.map(lambda o: select(arch, o, args, lock), args.optimizers))
+            selection = [r for chain in chains for r in chain]
+            sel_path.write_text(json.dumps({"budget": args.budget, "samples": args.samples, "grid": GRID,
+                                            "runs": selection}, indent=1))
+            print(f"{arch}: chosen " + ", ".join(f"{o} lr_G {r['lr_g']:g} lr_D {r['lr_d']:g}"
+                                               + (f" {r['rule']}" if r["rule"] else "")
+                                               for o, r in choices(selection).items()), flush=True)
+        elif args.stage == "final":
+            chosen = choices(json.loads(sel_path.read_text())["runs"])
+            cells = [(opt, seed) for seed in args.seeds for opt in chosen]
+            with ThreadPoolExecutor(args.jobs) as pool:
+                list(pool.map(lambda c: run_cell(
+                    overrides(arch, c[0], chosen[c[0]]["lr_g"], chosen[c[0]]["lr_d"], c[1], args.budget, args.samples,
+                              4, chosen[c[0]]["rule"]),
+                    args.runs_dir / "final" / arch / c[0] / f"seed{c[1]}", lock), cells))
+        else:
+            report(arch, args)
+    print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
