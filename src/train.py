@@ -1,7 +1,8 @@
 """One run: build everything from the composed config, fit, validate, summarise.
 
 compose (Hydra) -> validate (schema) -> data module, LightningModule (networks, loss, optimizer plan),
-callbacks, loggers, trainer -> fit (exactly resumable) -> final validation -> summary.json.
+callbacks, loggers, trainer -> fit (exactly resumable) -> final validation -> test (``test_after_fit``:
+the final weights on the test split, once) -> summary.json.
 """
 from __future__ import annotations
 
@@ -198,6 +199,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg)
     started = start_experiments(loggers)  # wandb starts while the data are set up
     datamodule.setup("fit")
+    if cfg.get("test_after_fit") and not datamodule.has_test_split:
+        raise ConfigError(f"test_after_fit=true: dataset={choices.get('dataset', '?')} has no test split here "
+                          "(dataset=scenes: set dataset.num_test > 0)")
     summary = RunSummary(str(output_dir / "summary.json"), extra={
         "seed": int(cfg.seed), "task_name": cfg.task_name, "choices": choices, "overrides": overrides,
         "output_dir": str(output_dir.resolve()),
@@ -222,6 +226,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("validate_after_fit") and not trainer.fast_dev_run and not summary.validated_at(trainer.global_step):
             trainer.validate(model, datamodule=datamodule, verbose=False)
             summary.record(trainer)
+        if cfg.get("test_after_fit"):
+            trainer.test(model, datamodule=datamodule, verbose=False)  # the final weights, once
     except SIGTERMException as err:
         # Lightning's own handler, active outside the training steps GracefulShutdown covers (the final
         # validation), raises a SystemExit that would otherwise end the process with status 0

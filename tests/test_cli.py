@@ -221,6 +221,13 @@ def test_a_model_and_a_dataset_that_do_not_fit_fail_before_training_naming_both(
     assert not (result.run_dir / "checkpoints").exists()
 
 
+def test_test_after_fit_needs_a_test_split_and_says_so_before_training(cli):
+    result = cli("test_after_fit=true", CSV)
+    assert result.returncode == 2, result.output[-3000:]
+    assert "has no test split" in result.stderr and "Traceback" not in result.output
+    assert not (result.run_dir / "checkpoints").exists()
+
+
 def test_a_divergence_before_any_checkpoint_says_so_and_is_in_run_log(cli):
     result = cli("experiment=mlp_ring8", "optimizer=sgd", "optimizer.lr=3", "trainer.max_steps=200", CSV)
     assert result.returncode == 2, result.output[-3000:]

@@ -78,6 +78,9 @@ class RunSummary(pl.Callback):
         if not trainer.sanity_checking:
             self.record(trainer)
 
+    def on_test_end(self, trainer, pl_module) -> None:
+        self.record(trainer)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.record(trainer)
 

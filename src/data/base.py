@@ -39,8 +39,9 @@ def images_of(dataset: Dataset, batch_size: int = 500) -> torch.Tensor:
 
 
 class ResumableDataModule(pl.LightningDataModule):
-    """Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set`` and declare
-    ``shape`` (the shape of one sample); those that read files override :meth:`check`."""
+    """Subclasses implement :meth:`setup` to set ``self.train_set`` and ``self.val_set`` (and ``self.test_set``
+    where the data have a test split for reporting) and declare ``shape`` (the shape of one sample); those
+    that read files override :meth:`check`."""
 
     shape: Sequence[int] = ()
     #: the batch sampler of training loaders (a subclass may e.g. tag each index with the epoch)
@@ -55,6 +56,12 @@ class ResumableDataModule(pl.LightningDataModule):
         self.num_workers, self.seed, self.shuffle, self.pin_memory = num_workers, seed, shuffle, pin_memory
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether :meth:`test_dataloader` has data (after setup)."""
+        return self.test_set is not None
 
     def _progress(self) -> int:
         trainer = self.trainer
@@ -82,12 +89,22 @@ class ResumableDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._train_loader(self.train_set)
 
-    def val_dataloader(self) -> DataLoader:
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
         rank, world = self._rank()
-        sampler = ResumableBatchSampler(len(self.val_set), self.val_batch_size, shuffle=False, drop_last=False,
+        sampler = ResumableBatchSampler(len(dataset), self.val_batch_size, shuffle=False, drop_last=False,
                                         rank=rank, world_size=world)
-        return DataLoader(self.val_set, batch_sampler=sampler, num_workers=self.num_workers,
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, collate_fn=self.collate_fn)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            from src.utils.errors import DataError
+
+            raise DataError(f"{type(self).__name__} has no test split (e.g. dataset=scenes with dataset.num_test > 0)")
+        return self._eval_loader(self.test_set)
 
     def check(self) -> object:
         """Fail fast on missing or corrupt data (before any logger or trainer starts): data modules that

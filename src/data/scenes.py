@@ -14,8 +14,9 @@ every object border: the external morphological gradient of the label map, ``dil
 (at a digit/digit contact the band lies on the lower-labelled side). Thin strokes keep all their pixels.
 
 Splits are fixed by ``generation_seed`` (independent of the run seed, so every run sees the same data):
-the source digits are split once (``val_source_fraction`` of them only ever appear in val scenes), and
-the train / val scenes come from separate random streams. Generation is vectorised (2,000 + 500 scenes
+the source digits are split once (``val_source_fraction`` of them only ever appear in val scenes,
+``test_source_fraction`` only in test scenes), and the train / val / test scenes come from separate random
+streams. The test split (``num_test`` scenes, 0: none) is for reporting only: settings are chosen on val. Generation is vectorised (2,000 + 500 scenes
 in well under a second once the digits are loaded) and cached in memory per process.
 """
 from __future__ import annotations
@@ -44,11 +45,17 @@ def _digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-def split_sources(num: int, val_fraction: float, generation_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint (train, val) indices of the source digit images."""
+def split_sources(num: int, val_fraction: float, generation_seed: int,
+                  test_fraction: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Disjoint (train, val, test) indices of the source digit images (test empty when `test_fraction` is 0).
+    One permutation: val is its first part, test the next, train the rest, so the training digits depend
+    only on val_fraction + test_fraction."""
     order = torch.randperm(num, generator=sample_generator(generation_seed, 0x50C))
-    k = max(1, round(val_fraction * num))
-    return order[k:].sort().values, order[:k].sort().values
+    kv = max(1, round(val_fraction * num))
+    kt = round(test_fraction * num) if test_fraction > 0 else 0
+    if test_fraction > 0:
+        kt = max(1, kt)
+    return order[kv + kt:].sort().values, order[:kv].sort().values, order[kv:kv + kt].sort().values
 
 
 def _background(n: int, size: int, g: torch.Generator, coords: torch.Tensor) -> torch.Tensor:
@@ -73,18 +80,21 @@ def _background(n: int, size: int, g: torch.Generator, coords: torch.Tensor) -> 
 
 def render_scenes(digits: torch.Tensor, classes: torch.Tensor, num: int, size: int = 64,
                   min_digits: int = 1, max_digits: int = 4, scale: tuple[float, float] = (0.75, 1.25),
-                  void_width: int = 1, seed: int = 0, chunk: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+                  void_width: int = 1, seed: int = 0, chunk: int = 500,
+                  return_sources: bool = False) -> tuple[torch.Tensor, ...]:
     """Render `num` scenes from `digits` (M, 1, h, w) in [0, 1] with class ids `classes` (M,) in 0..9.
 
     Returns images uint8 (num, 3, size, size) and masks uint8 (num, size, size): 0 background, digit + 1,
-    255 void. `scale` is the digit box's side relative to its grid cell. Deterministic given `seed`.
+    255 void; with `return_sources` also the index into `digits` of each scene's digits (num, max_digits),
+    -1 where a scene has fewer. `scale` is the digit box's side relative to its grid cell. Deterministic
+    given `seed`.
     """
     g = torch.Generator().manual_seed(int(sample_generator(seed, 0x5CE).initial_seed()))
     m = max_digits
     grid = math.ceil(math.sqrt(m))
     cell = size / grid
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
-    images, masks = [], []
+    images, masks, sources = [], [], []
     for start in range(0, num, chunk):
         n = min(chunk, num - start)
         image = _background(n, size, g, coords)
@@ -136,22 +146,35 @@ def render_scenes(digits: torch.Tensor, classes: torch.Tensor, num: int, size: i
             label = torch.where(dilated > label, torch.full_like(label, IGNORE_INDEX), label)
         images.append(image.clamp_(0, 1).mul_(255).round_().to(torch.uint8))
         masks.append(label.to(torch.uint8))
+        sources.append(torch.where(active.view(n, m) > 0, which, torch.full_like(which, -1)))
+    if return_sources:
+        return torch.cat(images), torch.cat(masks), torch.cat(sources)
     return torch.cat(images), torch.cat(masks)
 
 
 @functools.lru_cache(maxsize=4)
 def generate_scenes(num_train: int, num_val: int, size: int = 64, min_digits: int = 1, max_digits: int = 4,
                     scale: tuple[float, float] = (0.75, 1.25), void_width: int = 1,
-                    val_source_fraction: float = 0.2, generation_seed: int = 1234) -> dict[str, torch.Tensor]:
-    """The train and val scenes: {"train_images", "train_masks", "val_images", "val_masks"} (uint8).
+                    val_source_fraction: float = 0.2, generation_seed: int = 1234, num_test: int = 0,
+                    test_source_fraction: float = 0.0) -> dict[str, torch.Tensor]:
+    """The scenes: {"train_images", "train_masks", "val_images", "val_masks"} (uint8), "test_images" and
+    "test_masks" when `num_test` > 0, and the source digit indices of each split ("<split>_sources").
     Cached per process: callers must not modify the tensors."""
+    require(num_test == 0 or test_source_fraction > 0, "dataset.test_source_fraction",
+            f"must be > 0 for a test split (dataset.num_test={num_test})")
     digits, classes = _digit_images()
-    train_src, val_src = split_sources(len(digits), val_source_fraction, generation_seed)
+    train_src, val_src, test_src = split_sources(len(digits), val_source_fraction, generation_seed,
+                                                 test_source_fraction)
     args = dict(size=size, min_digits=min_digits, max_digits=max_digits, scale=scale, void_width=void_width)
-    train = render_scenes(digits[train_src], classes[train_src], num_train, seed=generation_seed * 2 + 0, **args)
-    val = render_scenes(digits[val_src], classes[val_src], num_val, seed=generation_seed * 2 + 1, **args)
-    return {"train_images": train[0], "train_masks": train[1], "val_images": val[0], "val_masks": val[1],
-            "train_sources": train_src, "val_sources": val_src}
+    out = {"train_sources": train_src, "val_sources": val_src, "test_sources": test_src}
+    # the test stream's seed is far from the train / val streams of any generation seed
+    for split, sources, num, seed in (("train", train_src, num_train, generation_seed * 2),
+                                      ("val", val_src, num_val, generation_seed * 2 + 1),
+                                      ("test", test_src, num_test, generation_seed * 2 + 0x7E57)):
+        if num > 0:
+            out[f"{split}_images"], out[f"{split}_masks"] = render_scenes(digits[sources], classes[sources], num,
+                                                                          seed=seed, **args)
+    return out
 
 
 class ScenesDataModule(SegmentationDataModule):
@@ -164,6 +187,8 @@ class ScenesDataModule(SegmentationDataModule):
         digit_scale: [lo, hi] digit box side relative to its grid cell (the grid is ceil(sqrt(max))^2).
         void_width: width of the void band outside object borders (0: none).
         val_source_fraction: fraction of the source digit images reserved for val scenes.
+        num_test: number of test scenes (0: no test split).
+        test_source_fraction: fraction of the source digit images reserved for test scenes.
         generation_seed: fixes the dataset (not the run seed).
         mean, std: normalisation; None: the per-channel statistics of the generated training images.
         Other arguments: :class:`src.data.segmentation.SegmentationDataModule`.
@@ -174,7 +199,8 @@ class ScenesDataModule(SegmentationDataModule):
 
     def __init__(self, size: int = 64, num_train: int = 2000, num_val: int = 500, digits=(1, 4),
                  digit_scale=(0.75, 1.25), void_width: int = 1, val_source_fraction: float = 0.2,
-                 generation_seed: int = 1234, mean=None, std=None, **kwargs):
+                 num_test: int = 0, test_source_fraction: float = 0.0, generation_seed: int = 1234,
+                 mean=None, std=None, **kwargs):
         super().__init__(mean=mean if mean is not None else (0.5, 0.5, 0.5),
                          std=std if std is not None else (0.25, 0.25, 0.25), **kwargs)
         self._stats_from_data = mean is None, std is None
@@ -187,15 +213,22 @@ class ScenesDataModule(SegmentationDataModule):
         require(int(size) >= 8, "dataset.size", f"expected >= 8, got {size}")
         require(int(num_train) >= 1 and int(num_val) >= 1, "dataset.num_train/num_val", "expected >= 1")
         require(0 < val_source_fraction < 1, "dataset.val_source_fraction", "expected a number in (0, 1)")
+        require(int(num_test) >= 0, "dataset.num_test", f"expected >= 0, got {num_test}")
+        require(0 <= test_source_fraction < 1 and val_source_fraction + test_source_fraction < 1,
+                "dataset.test_source_fraction", "expected a number in [0, 1) with val + test fractions < 1")
+        require(int(num_test) == 0 or test_source_fraction > 0, "dataset.test_source_fraction",
+                f"must be > 0 for a test split (dataset.num_test={num_test})")
         require(int(void_width) >= 0, "dataset.void_width", "expected >= 0")
         self.size, self.num_train, self.num_val = int(size), int(num_train), int(num_val)
         self.digits, self.digit_scale, self.void_width = digits, digit_scale, int(void_width)
         self.val_source_fraction, self.generation_seed = float(val_source_fraction), int(generation_seed)
+        self.num_test, self.test_source_fraction = int(num_test), float(test_source_fraction)
         self.shape = (3, self.size, self.size)
 
     def generate(self) -> dict[str, torch.Tensor]:
         return generate_scenes(self.num_train, self.num_val, self.size, self.digits[0], self.digits[1],
-                               self.digit_scale, self.void_width, self.val_source_fraction, self.generation_seed)
+                               self.digit_scale, self.void_width, self.val_source_fraction, self.generation_seed,
+                               self.num_test, self.test_source_fraction)
 
     def build_sources(self) -> tuple[SegmentationSource, SegmentationSource]:
         data = self.generate()
@@ -208,6 +241,12 @@ class ScenesDataModule(SegmentationDataModule):
                              [f"train_{i:05d}" for i in range(self.num_train)])
         val = TensorSource(data["val_images"], data["val_masks"], [f"val_{i:05d}" for i in range(self.num_val)])
         return train, val
+
+    def build_test_source(self) -> SegmentationSource | None:
+        if self.num_test == 0:
+            return None
+        data = self.generate()
+        return TensorSource(data["test_images"], data["test_masks"], [f"test_{i:05d}" for i in range(self.num_test)])
 
 
 def scene_statistics(masks: torch.Tensor) -> dict[str, float]:

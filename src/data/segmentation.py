@@ -313,7 +313,7 @@ class SegmentationDataModule(ResumableDataModule):
     Attributes after __init__: ``num_classes``, ``class_names``, ``ignore_index`` (255), ``mean``, ``std``
     (tuples of 3 floats, [0, 1] units; subclasses may set them in build_sources), ``shape`` (3, H, W).
     After setup(): ``train_set`` (the labeled subset), ``unlabeled_set`` (None when empty), ``val_set``,
-    ``labeled_ids``, ``unlabeled_ids``.
+    ``test_set`` (None unless :meth:`build_test_source` gives one), ``labeled_ids``, ``unlabeled_ids``.
 
     Args:
         labeled_fraction: fraction of the training set that is labeled, in (0, 1].
@@ -362,6 +362,10 @@ class SegmentationDataModule(ResumableDataModule):
         """(train source, val source); may also set self.mean / self.std."""
         raise NotImplementedError
 
+    def build_test_source(self) -> SegmentationSource | None:
+        """The test source (for reporting only; settings are chosen on val), or None: no test split."""
+        return None
+
     # setup -----------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -378,6 +382,9 @@ class SegmentationDataModule(ResumableDataModule):
         self.unlabeled_set = (SegmentationDataset(train_src, unlabeled, transform=self.transform, stream=1, **common)
                               if unlabeled else None)
         self.val_set = SegmentationDataset(val_src, range(len(val_src)), transform=None, stream=2, **common)
+        test_src = self.build_test_source()
+        self.test_set = (None if test_src is None else
+                         SegmentationDataset(test_src, range(len(test_src)), transform=None, stream=3, **common))
         self.labeled_ids = [train_src.ids[i] for i in labeled]
         self.unlabeled_ids = [train_src.ids[i] for i in unlabeled]
         self._save_ids()

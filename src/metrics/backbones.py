@@ -308,12 +308,29 @@ def _known(name: str) -> None:
         raise ConfigError(f"GAN metrics backbone: unknown {name!r}; choose one of: {names}")
 
 
+def cached_preset_path(name: str, preset: Preset, cache_dir: str | os.PathLike | None) -> Path:
+    """<cache_dir>/backbones/<name>-<recipe hash>.pt (cache_dir None: $CACHE_DIR or <repo>/.cache)."""
+    if cache_dir is None:
+        cache_dir = os.environ.get("CACHE_DIR") or Path(__file__).resolve().parents[2] / ".cache"
+    return Path(os.path.expanduser(str(cache_dir))) / "backbones" / f"{name}-{recipe_hash(preset.recipe())}.pt"
+
+
+def trained_preset_file(name: str, preset: Preset, path: Path, data_root: str | None = None,
+                        purpose: str = "GAN metrics") -> Path:
+    """`path`, holding the preset's trained classifier: trained first if it is absent (once: concurrent
+    processes wait on a lock and load what the first one trained)."""
+    if not path.is_file():
+        mark_cache_dir(path.parent.parent)
+        with file_lock(path.with_suffix(".lock")):
+            if not path.is_file():  # another process may have trained it while we waited
+                _train_preset(name, preset, path, data_root, purpose=purpose)
+    return path
+
+
 def _preset_file(name: str, cache_dir: str | os.PathLike | None, auto_train: bool) -> Path:
     """Where the preset's trained network is cached; an error if it is missing and may not be trained."""
     preset = PRESETS[name]
-    if cache_dir is None:
-        cache_dir = os.environ.get("CACHE_DIR") or Path(__file__).resolve().parents[2] / ".cache"
-    path = Path(os.path.expanduser(str(cache_dir))) / "backbones" / f"{name}-{recipe_hash(preset.recipe())}.pt"
+    path = cached_preset_path(name, preset, cache_dir)
     if not path.is_file() and not (preset.auto_train and auto_train):
         raise BackboneError(
             f"GAN metrics backbone {name!r}: no trained network at {path}. Train one with "
@@ -347,12 +364,7 @@ def load_backbone(name: str = "digits_cnn", checkpoint: str | None = None, incep
         return _load_inception(name, inception_weights)
     if checkpoint:
         return _load_checkpoint(name, Path(os.path.expanduser(str(checkpoint))))
-    path = _preset_file(name, cache_dir, auto_train)
-    if not path.is_file():
-        mark_cache_dir(path.parent.parent)
-        with file_lock(path.with_suffix(".lock")):
-            if not path.is_file():  # another process may have trained it while we waited
-                _train_preset(name, PRESETS[name], path, data_root)
+    path = trained_preset_file(name, PRESETS[name], _preset_file(name, cache_dir, auto_train), data_root)
     key = ("file", str(path), path.stat().st_mtime_ns)
     if key not in _MEMO:
         _MEMO[key] = _from_backbone_file(name, path)
@@ -471,7 +483,8 @@ def _load_inception(name: str, weights: str | None) -> FeatureBackbone:
 
 
 # -------------------------------------------------------------------------------------- training
-def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, seed: int = 0) -> None:
+def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, seed: int = 0,
+                  purpose: str = "GAN metrics") -> None:
     """Train the preset's classifier with the framework's own Classifier module and save it to `path`."""
     import time
 
@@ -485,7 +498,7 @@ def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, 
             raise ConfigError(f"GAN metrics backbone {name}: training it needs the dataset; set the metric's "
                               "data_root (the dataset yamls pass ${dataset.root})")
         dm_cfg["root"] = str(data_root)
-    log.info("GAN metrics: training the %s feature extractor once (cached at %s)", name, path)
+    log.info("%s: training the %s network once (cached at %s)", purpose, name, path)
     started = time.time()
     quiet = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in quiet]
@@ -520,4 +533,4 @@ def _train_preset(name: str, preset: Preset, path: Path, data_root: str | None, 
                "torch": str(torch.__version__)}
     atomic_save({"format": FORMAT, "name": name, "network": preset.network, "state_dict": state,
                  "trained": trained}, path)
-    log.info("GAN metrics: %s trained in %.1f s, val accuracy %.4f", name, time.time() - started, acc)
+    log.info("%s: %s trained in %.1f s, val accuracy %.4f", purpose, name, time.time() - started, acc)

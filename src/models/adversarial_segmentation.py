@@ -37,10 +37,12 @@ game optimizer (CGD, ...) updates both players from a closure; a zero-sum optimi
 f = L_ce + lambda_semi L_semi - lambda_adv * (D's loss).
 
 Logged: train/loss (S's total), train/ce, train/adv, train/adv_unlabeled, train/semi, train/d_loss,
-train/d_acc (pixel accuracy of D on real and fake for hung, image accuracy for luc), train/d_real,
-train/d_fake, train/semi_fraction (unlabeled pixels above t_semi), train/pseudo_acc,
+train/d_acc (pixel accuracy of D on real and fake for hung, image accuracy for luc), train/d_acc_real and
+train/d_acc_fake (the same on the ground-truth maps and on the labeled predictions alone), train/d_real,
+train/d_fake, train/grad_ratio_adv (and _adv_unlabeled, _semi: each weighted term's gradient norm on S's
+parameters over the cross-entropy's, at logging iterations), train/semi_fraction (unlabeled pixels above t_semi), train/pseudo_acc,
 train/pseudo_acc_above, train/pseudo_acc_below (argmax pseudo-labels against the unlabeled batch's
-diagnostic masks); at validation, besides the segmentation metrics, val/semi_fraction,
+diagnostic masks); at validation (and test), besides the segmentation metrics, val/semi_fraction,
 val/pseudo_acc_above and val/pseudo_acc_below (hung mode: D's confidence on the validation predictions).
 """
 from __future__ import annotations
@@ -147,9 +149,10 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
         self.head_lr_mult = float(head_lr_mult)
         self._init_evaluation(num_classes, ignore_index, class_names, inference, window, stride)
         self.val_confidence = ConfidenceAccuracy(self.t_semi, ignore_index) if self.mode == "hung" else None
-        self.metric_modes.update({f"{stage}/{name}": "max" for stage in ("train", "val")
+        self.test_confidence = ConfidenceAccuracy(self.t_semi, ignore_index) if self.mode == "hung" else None
+        self.metric_modes.update({f"{stage}/{name}": "max" for stage in ("train", *self.STAGES)
                                   for name in ("pseudo_acc", "pseudo_acc_above", "pseudo_acc_below", "pixel_acc",
-                                               "d_acc")})
+                                               "d_acc", "d_acc_real", "d_acc_fake")})
         self._warned_unlabeled = False
 
     @property
@@ -158,7 +161,8 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
 
     @property
     def headline_metrics(self) -> list[str]:
-        return [*super().headline_metrics, "val/pseudo_acc_above", "val/pseudo_acc_below"]
+        return [*super().headline_metrics, *(f"{stage}/pseudo_acc_{side}" for stage in self.STAGES
+                                             for side in ("above", "below"))]
 
     def player_param_groups(self) -> dict[str, list[dict]]:
         return head_param_groups("segmenter", self.segmenter, self.head_lr_mult)
@@ -238,16 +242,35 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
         self.record(**terms)
         return terms
 
+    def term_weights(self) -> dict[str, float]:
+        return {"ce": 1.0, "adv": self.lambda_adv, "adv_unlabeled": self.lambda_adv_unlabeled,
+                "semi": self.lambda_semi}
+
     def segmenter_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
         """L_ce + lambda_adv L_adv + lambda_adv_unlabeled L_adv(unlabeled) + lambda_semi L_semi."""
-        weights = {"ce": 1.0, "adv": self.lambda_adv, "adv_unlabeled": self.lambda_adv_unlabeled,
-                   "semi": self.lambda_semi}
+        weights = self.term_weights()
         loss = terms["ce"] + weights["adv"] * terms["adv"]
         for name in ("adv_unlabeled", "semi"):
             if name in terms:
                 loss = loss + weights[name] * terms[name]
         self.record(loss=loss)
         return loss
+
+    def record_gradient_ratios(self, terms: Mapping[str, Tensor]) -> None:
+        """At logging iterations: the size of each weighted term's gradient w.r.t. S's parameters relative
+        to the cross-entropy's, ``grad_ratio_<term>`` = ||d(lambda L_term)/d theta_S|| / ||dL_ce/d theta_S||
+        (e.g. how much the adversarial term moves S next to the supervised loss)."""
+        params = [p for p in self.segmenter.parameters() if p.requires_grad]
+        weights = self.term_weights()
+
+        def norm(loss: Tensor) -> Tensor:
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            return torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads if g is not None))
+
+        ce_norm = norm(terms["ce"])
+        for name, term in terms.items():
+            if name != "ce" and weights[name] > 0 and term.requires_grad:
+                self.record(**{f"grad_ratio_{name}": norm(weights[name] * term) / ce_norm.clamp_min(1e-12)})
 
     def _record_pseudo(self, pseudo: Tensor, yu: Tensor | None, above: Tensor) -> None:
         """The share of unlabeled pixels above T_semi, and the accuracy of the argmax pseudo-labels above
@@ -276,7 +299,8 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
             loss = masked_bce(real, 1.0, mean=mean) + masked_bce(fake, 0.0, mean=mean)
             if self.logging_now:
                 self.record(d_real=torch.sigmoid(real.detach()).mean(), d_fake=torch.sigmoid(fake.detach()).mean(),
-                            d_acc=((real > 0).float().sum() + (fake < 0).float().sum()) / (real.numel() + fake.numel()))
+                            d_acc=((real > 0).float().sum() + (fake < 0).float().sum()) / (real.numel() + fake.numel()),
+                            d_acc_real=(real > 0).float().mean(), d_acc_fake=(fake < 0).float().mean())
         else:
             real_loss = masked_bce(real, 1.0, valid, mean=mean)
             if probs_u is not None:
@@ -290,7 +314,10 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
             if self.logging_now:
                 correct = ((real.squeeze(1) > 0) & valid).sum() + ((fake_all.squeeze(1) < 0) & mask_all).sum()
                 m = valid.float()
+                n_valid = valid.sum().clamp_min(1)
                 self.record(d_acc=correct.float() / (valid.sum() + mask_all.sum()).clamp_min(1),
+                            d_acc_real=((real.squeeze(1) > 0) & valid).sum().float() / n_valid,
+                            d_acc_fake=((fake.squeeze(1) < 0) & valid).sum().float() / n_valid,
                             d_real=(torch.sigmoid(real.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1),
                             d_fake=(torch.sigmoid(fake.detach()).squeeze(1) * m).sum() / m.sum().clamp_min(1))
         self.record(d_loss=loss)
@@ -300,7 +327,10 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
         x, y, logits, unlabeled, logits_u = self._predict(batch, players)
         out = {}
         if SEGMENTER in players:
-            out[SEGMENTER] = self.segmenter_loss(self.segmenter_terms(x, y, logits, unlabeled, logits_u))
+            terms = self.segmenter_terms(x, y, logits, unlabeled, logits_u)
+            if self.logging_now and torch.is_grad_enabled():
+                self.record_gradient_ratios(terms)
+            out[SEGMENTER] = self.segmenter_loss(terms)
         if DISCRIMINATOR in players:
             probs_u = logits_u.softmax(1) if logits_u is not None and self.d_on_unlabeled else None
             out[DISCRIMINATOR] = self.discriminator_loss(x, y, logits.softmax(1), probs_u)
@@ -317,29 +347,34 @@ class AdversarialSegmentation(SegmentationEvaluation, AdversarialModule):
     def zero_sum_error(self) -> str | None:
         return None
 
-    # ------------------------------------------------------------------------------ validation
-    def on_validation_epoch_start(self) -> None:
-        super().on_validation_epoch_start()
-        if self.val_confidence is not None:
-            self.val_confidence.reset()
+    # ------------------------------------------------------------------------------ evaluation
+    def _confidence_metric(self, stage: str) -> ConfidenceAccuracy | None:
+        return self.test_confidence if stage == "test" else self.val_confidence
+
+    def _evaluation_start(self, stage: str) -> None:
+        super()._evaluation_start(stage)
+        if self._confidence_metric(stage) is not None:
+            self._confidence_metric(stage).reset()
 
     def confidence(self, probs: Tensor) -> Tensor:
         """sigmoid(D(probs)) (B, H, W) in hung mode."""
         return torch.sigmoid(self.discriminator(probs)).squeeze(1)
 
-    def _validation_extra(self, x: Tensor, y: Tensor, logits: Tensor) -> None:
-        if self.val_confidence is not None:
-            self.val_confidence.update(logits.argmax(1), y, self.confidence(logits.softmax(1)))
+    def _evaluation_extra(self, stage: str, x: Tensor, y: Tensor, logits: Tensor) -> None:
+        metric = self._confidence_metric(stage)
+        if metric is not None:
+            metric.update(logits.argmax(1), y, self.confidence(logits.softmax(1)))
 
-    def on_validation_epoch_end(self) -> None:
-        if self.val_confidence is not None:
-            scores = self.val_confidence.compute()
+    def _evaluation_end(self, stage: str) -> None:
+        metric = self._confidence_metric(stage)
+        if metric is not None:
+            scores = metric.compute()
             names = {"fraction_above": "semi_fraction", "acc_above": "pseudo_acc_above",
                      "acc_below": "pseudo_acc_below"}
-            values = {f"val/{names[k]}": v for k, v in scores.items() if k in names and torch.isfinite(v)}
+            values = {f"{stage}/{names[k]}": v for k, v in scores.items() if k in names and torch.isfinite(v)}
             if values:
                 self.log_dict(values, on_epoch=True, sync_dist=False)
-        super().on_validation_epoch_end()
+        super()._evaluation_end(stage)
 
     @torch.no_grad()
     def overlay_outputs(self, x: Tensor) -> dict[str, Tensor | None]:

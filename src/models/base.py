@@ -266,7 +266,10 @@ class TrainingModule(pl.LightningModule):
             model.require_backward_grad_sync = False
 
     def on_validation_epoch_end(self) -> None:
-        """Validation numbers are logged at the iteration they follow (the same step as the training
-        numbers, checkpoints and sample files of that iteration). Evaluation mixins call this last."""
+        """Validation (and test) numbers are logged at the iteration they follow (the same step as the
+        training numbers, checkpoints and sample files of that iteration). Evaluation mixins call this last."""
         if self._trainer is not None and not self.trainer.sanity_checking:
             self.log("step", float(self.global_step), on_epoch=True, sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        self.on_validation_epoch_end()

@@ -86,11 +86,14 @@ def split_batch(batch) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | N
 
 
 class SegmentationEvaluation:
-    """Validation shared by the segmentation models: inference, loss, dataset-level metrics.
-    Host classes set ``self.segmenter`` and call :meth:`_init_evaluation` in ``__init__``."""
+    """Evaluation shared by the segmentation models: inference, loss, dataset-level metrics, on the
+    validation split (``val/...``, for choosing) and, when a run asks for it (``test_after_fit``), on the
+    test split (``test/...``, for reporting). Host classes set ``self.segmenter`` and call
+    :meth:`_init_evaluation` in ``__init__``."""
 
     segmenter: nn.Module
     metric_modes: dict[str, str]
+    STAGES = ("val", "test")
 
     def _init_evaluation(self, num_classes: int, ignore_index: int, class_names: Sequence[str] | None,
                          inference: str, window, stride) -> None:
@@ -104,12 +107,13 @@ class SegmentationEvaluation:
             self.window = self.stride = None
         self.class_names = list(class_names) if class_names is not None else None
         self.val_metrics = SegmentationMetrics(self.num_classes, self.ignore_index, class_names=self.class_names)
+        self.test_metrics = SegmentationMetrics(self.num_classes, self.ignore_index, class_names=self.class_names)
 
     data_kinds = ("segmentation",)
 
     @property
     def headline_metrics(self) -> list[str]:
-        return [f"val/{k}" for k in self.val_metrics.headline]
+        return [f"{stage}/{k}" for stage in self.STAGES for k in self.val_metrics.headline]
 
     def infer(self, x: Tensor) -> Tensor:
         """Logits (B, K, H, W) at the input resolution, whole image or sliding window."""
@@ -117,28 +121,51 @@ class SegmentationEvaluation:
             return slide_inference(self.segmenter, x, self.window, self.stride)
         return self.segmenter(x)
 
-    def on_validation_epoch_start(self) -> None:
-        self.val_metrics.reset()
+    def split_metrics(self, stage: str) -> SegmentationMetrics:
+        return self.test_metrics if stage == "test" else self.val_metrics
+
+    def _evaluation_start(self, stage: str) -> None:
+        metrics = self.split_metrics(stage)
+        metrics.reset()
         if self.class_names is None:
             names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
             if names is not None and len(names) == self.num_classes:
-                self.val_metrics.set_class_names(names)
-        self.metric_modes.update({f"val/{k}": v for k, v in self.val_metrics.modes.items()})
+                metrics.set_class_names(names)
+        self.metric_modes.update({f"{stage}/{k}": v for k, v in metrics.modes.items()})
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def _evaluation_step(self, stage: str, batch) -> None:
         (x, y), _ = split_batch(batch)
         logits = self.infer(x)
-        self.log("val/loss", self.loss_fn(logits, y), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
-        self.val_metrics.update(logits.argmax(1), y)
-        self._validation_extra(x, y, logits)
+        self.log(f"{stage}/loss", self.loss_fn(logits, y), on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.split_metrics(stage).update(logits.argmax(1), y)
+        self._evaluation_extra(stage, x, y, logits)
 
-    def _validation_extra(self, x: Tensor, y: Tensor, logits: Tensor) -> None:
+    def _evaluation_extra(self, stage: str, x: Tensor, y: Tensor, logits: Tensor) -> None:
         pass
 
+    def _evaluation_end(self, stage: str) -> None:
+        scores = self.split_metrics(stage).compute()
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, on_epoch=True, sync_dist=False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._evaluation_start("val")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step("val", batch)
+
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()
-        self.log_dict({f"val/{k}": v for k, v in scores.items()}, on_epoch=True, sync_dist=False)
+        self._evaluation_end("val")
         super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self) -> None:
+        self._evaluation_start("test")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluation_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluation_end("test")
+        super().on_test_epoch_end()
 
     @torch.no_grad()
     def overlay_outputs(self, x: Tensor) -> dict[str, Tensor | None]:

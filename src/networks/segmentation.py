@@ -58,14 +58,18 @@ def load_state_file(path: str | Path, key: str) -> dict[str, Tensor]:
     return state
 
 
-def load_matching(module: nn.Module, state: dict[str, Tensor], key: str, strip: tuple[str, ...] = ()) -> int:
-    """Copy the tensors whose (prefix-stripped) name and shape match; returns how many. Raises if none."""
+def load_matching(module: nn.Module, state: dict[str, Tensor], key: str, strip: tuple[str, ...] = (),
+                  only: tuple[str, ...] = ()) -> int:
+    """Copy the tensors whose (prefix-stripped) name and shape match, and whose first name part is in
+    `only` when given; returns how many. Raises if none."""
     own = module.state_dict()
     picked = {}
     for name, value in state.items():
         for prefix in _PREFIXES + strip:
             if name.startswith(prefix) and name not in own:
                 name = name[len(prefix):]
+        if only and name.split(".")[0] not in only:
+            continue
         if name in own and own[name].shape == value.shape:
             picked[name] = value
     if not picked:

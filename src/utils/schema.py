@@ -45,6 +45,8 @@ RULES: tuple[Rule, ...] = (
     Rule("seed", INT, _num(0, 2**32 - 1), "an integer in [0, 2**32-1]", optional=False),
     Rule("task_name", STR, lambda v: bool(v) and "/" not in v, "a non-empty name without '/'"),
     Rule("ckpt_path", STR, None, "a path to a .ckpt file"),
+    Rule("validate_after_fit", BOOL, None, "true or false"),
+    Rule("test_after_fit", BOOL, None, "true or false"),
     Rule("trainer.max_epochs", INT, _num(-1), "an integer >= -1"),
     Rule("trainer.max_steps", INT, _num(-1), "an integer >= -1"),
     Rule("trainer.devices", INT + STR + (ListConfig, list), None, "a count, 'auto' or a list of ids"),

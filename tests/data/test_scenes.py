@@ -215,3 +215,49 @@ def test_yaml_composes_and_builds(tmp_path):
     dm.setup()
     assert (tmp_path / "labeled_ids.txt").read_text().split() == dm.labeled_ids
     assert set(dm.train_dataloader()) == {"labeled", "unlabeled"}
+
+
+# ------------------------------------------------------------------------------------------- test split
+def test_test_split_uses_its_own_digits_and_leaves_the_training_scenes_as_they_were():
+    from src.data.scenes import split_sources
+
+    train, val, test = split_sources(5000, 0.1, 1234, 0.1)
+    assert len(val) == 500 and len(test) == 500 and len(train) == 4000
+    assert not (set(train.tolist()) & set(val.tolist()) or set(train.tolist()) & set(test.tolist())
+                or set(val.tolist()) & set(test.tolist()))
+    old_train, old_val, none = split_sources(5000, 0.2, 1234)
+    assert torch.equal(train, old_train) and len(none) == 0  # a test split takes digits from val's former share
+    with_test = generate_scenes(96, 32, 32, val_source_fraction=0.1, num_test=24, test_source_fraction=0.1)
+    without = generate_scenes(96, 32, 32, val_source_fraction=0.2)
+    assert torch.equal(with_test["train_images"], without["train_images"])
+    assert with_test["test_images"].shape == (24, 3, 32, 32) and "test_images" not in without
+    assert not torch.equal(with_test["test_images"][:24], with_test["val_images"][:24])
+
+
+def test_test_loader_and_refusals():
+    dm = make(num_test=24, test_source_fraction=0.1, val_source_fraction=0.1)
+    assert dm.has_test_split and len(dm.test_set) == 24
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape[1:] == (3, 32, 32) and y.shape[1:] == (32, 32)
+    plain = make()
+    assert not plain.has_test_split
+    with pytest.raises(Exception, match="no test split"):
+        plain.test_dataloader()
+    with pytest.raises(ConfigError, match="test_source_fraction"):
+        ScenesDataModule(**SMALL, num_test=10, test_source_fraction=0.0)
+
+
+def test_digit_crops_come_from_the_training_digits_with_their_classes():
+    from src.data.digit_crops import DigitCropsDataModule, generate_crops
+    from src.data.scenes import split_sources
+
+    xt, yt, st, xv, yv, sv = generate_crops(200, 50, 32, (0.375, 0.625), 0.1, 0.1, 1234)
+    digits, classes = _digit_images()
+    train, _, _ = split_sources(len(digits), 0.1, 1234, 0.1)
+    assert set(st.tolist()) | set(sv.tolist()) <= set(train.tolist())  # never a val or test scene's digit
+    assert torch.equal(yt, classes[st].long()) and torch.equal(yv, classes[sv].long())
+    assert xt.shape == (200, 3, 32, 32) and len(set(yt.tolist())) == 10
+    dm = DigitCropsDataModule(size=32, num_train=200, num_val=50, batch_size=16)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (16, 3, 32, 32) and abs(float(dm.train_set.tensors[0].mean())) < 1e-3

@@ -293,6 +293,31 @@ def test_pseudo_label_accuracy_above_and_below_t_semi():
     assert logs["pseudo_acc"].item() == pytest.approx(7 / 15) and logs["semi_fraction"].item() == 0.5
 
 
+def test_gradient_ratios_and_d_accuracy_on_real_and_predicted_maps(at_iteration):
+    at_iteration(0)
+    model = _model(lambda_adv=0.05)
+    x, y = _batch()
+    out = model.losses((x, y), ["segmenter", "discriminator"])
+    logs = model._train_logs
+    # independently: the weighted adversarial gradient's norm over the cross-entropy's, on S's parameters
+    params = list(model.segmenter.parameters())
+    logits = model.segmenter(x)
+    valid = y != 255
+    ce = torch.nn.functional.cross_entropy(logits, y, ignore_index=255)
+    d_in = logits.softmax(1) * valid.unsqueeze(1)
+    adv = masked_bce(model.discriminator(d_in), 1.0, valid)
+    g_ce = torch.autograd.grad(ce, params, retain_graph=True)
+    g_adv = torch.autograd.grad(0.05 * adv, params)
+    norm = lambda gs: torch.sqrt(sum((g ** 2).sum() for g in gs))  # noqa: E731
+    assert logs["grad_ratio_adv"].item() == pytest.approx((norm(g_adv) / norm(g_ce)).item(), rel=1e-4)
+    # D's accuracy on the ground-truth maps and on the predictions, over the pixels that are not ignored
+    real = model.discriminator(one_hot(y, K, 255, torch.float32) * valid.unsqueeze(1)).squeeze(1)
+    fake = model.discriminator(d_in.detach()).squeeze(1)
+    assert logs["d_acc_real"].item() == pytest.approx(((real > 0) & valid).sum().item() / valid.sum().item())
+    assert logs["d_acc_fake"].item() == pytest.approx(((fake < 0) & valid).sum().item() / valid.sum().item())
+    out["segmenter"].backward()  # the diagnostics left the graph usable for the update
+
+
 # ------------------------------------------------------------------------------------ training steps
 @pytest.mark.parametrize("mode,variant,unlabeled,update", [("hung", "basic", False, None), ("hung", "basic", True, None),
                                                            ("hung", "basic", True, "alternating"),
@@ -367,12 +392,18 @@ TINY = ["logger=csv", "dataset.num_train=64", "dataset.num_val=16", "dataset.val
 @pytest.mark.parametrize("experiment,steps", [("scenes_supervised", 3), ("scenes_adv", 3), ("scenes_semi", 3)])
 def test_scenes_presets_run_from_the_cli(experiment, steps, cli):
     extra = ["model.semi_start=1", "model.discriminator.base_width=4"] if experiment != "scenes_supervised" else []
-    result = cli(f"experiment={experiment}", f"trainer.max_steps={steps}", *TINY, *extra)
+    result = cli(f"experiment={experiment}", f"trainer.max_steps={steps}", *TINY, *extra, "test_after_fit=true",
+                 "dataset.num_test=16")
     assert result.returncode == 0, result.output[-3000:]
     s = result.summary
     assert s["status"] == "finished" and s["global_step"] == steps
-    for key in ("val/mIoU", "val/mAcc", "val/aAcc", "train/loss"):
+    for key in ("val/mIoU", "val/mAcc", "val/aAcc", "train/loss", "test/mIoU", "test/aAcc"):
         assert key in s["metrics"], key
+    assert s["metrics"]["test/mIoU"]["final_step"] == steps  # the final weights, once
+    assert "test/mIoU" in result.output  # in the end-of-run table
+    if experiment != "scenes_supervised":
+        for key in ("train/grad_ratio_adv", "train/d_acc_real", "train/d_acc_fake"):
+            assert key in s["metrics"], key
     assert list((result.run_dir / "overlays").glob("overlays_step*.png")), "overlay pictures at validation"
     assert (result.run_dir / "labeled_ids.txt").is_file()
     if experiment == "scenes_semi":

@@ -115,3 +115,58 @@ def test_luc_scaling_encoding():
     confident = torch.tensor([0.02, 0.95, 0.03]).view(1, 3, 1, 1)  # s_l >= tau: the prediction itself
     assert torch.allclose(luc_scaling(onehot, confident, tau), confident)
     assert torch.all(luc_scaling(torch.zeros(1, 3, 1, 1), probs, tau) == 0)  # ignored pixel stays zero
+
+
+# ----------------------------------------------------------------------------------- pretrained encoders
+def _encoder_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return all(torch.equal(sa[k], sb[k]) for k in sb if k.split(".")[0] in ("stem", "down"))
+
+
+def test_unet_encoder_loads_from_a_classifier_file_and_keeps_its_own_decoder(tmp_path):
+    from src.networks.unet import UNetClassifier
+
+    torch.manual_seed(5)
+    clf = UNetClassifier(10, base_width=4, depth=2, downsample=2)
+    assert clf(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    path = tmp_path / "encoder.ckpt"
+    torch.save({"state_dict": {f"network.{k}": v for k, v in clf.state_dict().items()}}, path)  # a run's checkpoint
+    torch.manual_seed(0)
+    plain = UNet(11, base_width=4, depth=2, downsample=2)
+    torch.manual_seed(0)
+    loaded = UNet(11, base_width=4, depth=2, downsample=2, backbone_weights_path=str(path))
+    assert _encoder_equal(clf, loaded) and not _encoder_equal(clf, plain)
+    decoder = [k for k in plain.state_dict() if k.split(".")[0] not in ("stem", "down")]
+    assert decoder and all(torch.equal(plain.state_dict()[k], loaded.state_dict()[k]) for k in decoder)
+    with pytest.raises(ConfigError, match="encoder's .* tensors"):
+        UNet(11, base_width=8, depth=2, downsample=2, backbone_weights_path=str(path))  # another width
+    with pytest.raises(ConfigError, match="pretrain"):
+        UNet(11, base_width=4, depth=2, pretrain="imagenet")
+
+
+def test_digits_pretraining_trains_once_and_is_cached(tmp_path, monkeypatch):
+    import src.metrics.backbones as backbones
+    import src.networks.pretraining as pretraining
+
+    monkeypatch.setattr(pretraining, "DIGITS_DATA", {**pretraining.DIGITS_DATA, "size": 32, "num_train": 128,
+                                                     "num_val": 32, "batch_size": 32})
+    monkeypatch.setattr(pretraining, "DIGITS_EPOCHS", 1)
+    calls = []
+    original = backbones._train_preset
+    monkeypatch.setattr(backbones, "_train_preset", lambda *a, **k: (calls.append(a[0]), original(*a, **k)))
+    rng = torch.get_rng_state()
+    first = UNet(11, base_width=4, depth=2, downsample=2, pretrain="digits", cache_dir=str(tmp_path))
+    second = UNet(11, base_width=4, depth=2, downsample=2, pretrain="digits", cache_dir=str(tmp_path))
+    assert calls == ["unet_digits"]  # trained once, then read from the cache
+    assert _encoder_equal(first, second)
+    files = list((tmp_path / "backbones").glob("unet_digits-*.pt"))
+    assert len(files) == 1
+    blob = torch.load(files[0], weights_only=True)
+    assert blob["trained"]["steps"] == 4 and blob["network"]["_target_"].endswith("UNetClassifier")
+    torch.set_rng_state(rng)
+    torch.manual_seed(0)
+    a = UNet(11, base_width=4, depth=2, downsample=2, pretrain="digits", cache_dir=str(tmp_path))
+    torch.manual_seed(0)
+    b = UNet(11, base_width=4, depth=2, downsample=2)
+    head = [k for k in a.state_dict() if k.split(".")[0] not in ("stem", "down")]
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in head)  # same decoder either way
