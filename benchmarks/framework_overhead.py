@@ -3,7 +3,7 @@ wandb offline + CSV loggers, the resumable data loaders) against a plain PyTorch
 networks (built from the same config), data, batch, loss and optimizer; and the time from process start
 to the first training step of `python -m src.run`, with a warm and a cold cache.
 
-    python benchmarks/framework_overhead.py [--models dcgan mlp scenes] [--batches 300] [--repeats 3]
+    python benchmarks/framework_overhead.py [--models dcgan mlp scenes mlp_compiled] [--batches 300] [--repeats 3]
                                             [--threads 1] [--startup 3]
 
 Each repeat runs the plain loop and the framework one after the other (interleaved, in this process, one
@@ -16,6 +16,8 @@ path a hand-written loop would take) and updates the players as the framework's 
 Models: `dcgan` (the default run: DCGAN on the digits, batch 64, Adam 2e-4, non-saturating loss), `mlp`
 (experiment mlp_grid25: MLP GAN z=2, 3x400, batch 256, Adam), `scenes` (experiment scenes_supervised:
 U-Net segmenter on the scenes, batch 8, Adam with the poly schedule, cross-entropy with void pixels).
+`mlp_compiled` is the MLP GAN with its networks compiled (``+callbacks.compile=...``), against the same
+uncompiled plain loop: whether capturing the step pays (its compilation falls in the warm-up batches).
 Targets (issue 15): >= 0.95x on the MLP GAN, >= 0.97x on the DCGAN; start-up <= 7 s, cold and warm.
 """
 from __future__ import annotations
@@ -41,6 +43,9 @@ MODELS = {
     "dcgan": {"label": "DCGAN, digits (default run)", "args": []},
     "mlp": {"label": "MLP GAN, grid25", "args": ["experiment=mlp_grid25"]},
     "scenes": {"label": "U-Net segmenter, scenes", "args": ["experiment=scenes_supervised"]},
+    # the option to capture the step (src/callbacks/compile.py), against the same uncompiled plain loop
+    "mlp_compiled": {"label": "MLP GAN, grid25, torch.compile (CompileNetworks)",
+                     "args": ["experiment=mlp_grid25", "+callbacks.compile={_target_:src.callbacks.compile.CompileNetworks}"]},
 }
 QUIET = ["trainer.enable_progress_bar=false", "trainer.limit_val_batches=0", "validate_after_fit=false",
          "trainer.max_epochs=-1", "callbacks.samples=null"]
@@ -153,7 +158,7 @@ def first_step_seconds(out: Path, cache: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=["dcgan", "mlp", "scenes"], choices=list(MODELS))
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
@@ -167,8 +172,9 @@ def main() -> None:
         for name in args.models:
             plain_fn = plain_segmenter if name == "scenes" else plain_gan
             plain, fw = [], []
+            plain_args = [a for a in MODELS[name]["args"] if not a.startswith("+callbacks.compile")]
             for r in range(args.repeats):
-                cfg = compose([*MODELS[name]["args"], *QUIET], Path(tmp) / f"{name}-plain{r}")
+                cfg = compose([*plain_args, *QUIET], Path(tmp) / f"{name}-plain{r}")
                 plain.append(plain_fn(cfg, args.batches, args.warmup))
                 cfg = compose([*MODELS[name]["args"], *QUIET], Path(tmp) / f"{name}-fw{r}")
                 fw.append(framework(cfg, args.batches, args.warmup))

@@ -31,16 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import runs  # noqa: E402
 
 GRID = [5e-3, 1e-3, 5e-4, 1e-4, 5e-5]
 RULES = ["PRP", "HS", "DY", "HS_DY", "FR_PRP", "HZ"]
@@ -76,29 +75,13 @@ def overrides(arch: str, opt: str, lr_g: float, lr_d: float, seed: int, budget: 
     return out
 
 
-def run_cell(args_: list[str], run_dir: Path, lock: threading.Lock) -> dict:
-    """`python -m src.run ARGS` in `run_dir` (reused when it finished before); the final metrics."""
-    summary_path = run_dir / "summary.json"
-    fresh = not (summary_path.is_file() and json.loads(summary_path.read_text()).get("status") == "finished")
-    if fresh:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "src.run", *args_, f"hydra.run.dir={run_dir}"], cwd=ROOT,
-                              env=env, capture_output=True, text=True)
-        wall = time.perf_counter() - t0
-        if not summary_path.is_file():
-            with lock:
-                print(f"  {run_dir}: no summary ({proc.stderr.strip().splitlines()[-1:]})", flush=True)
-            return {"status": "failed", "dir": str(run_dir), "wall_s": wall}
-    summary = json.loads(summary_path.read_text())
-    record = {"status": summary["status"].split(":")[0], "dir": str(run_dir), "wall_s": summary.get("wall_time_s")}
+def run_cell(args_: list[str], run_dir: Path) -> dict:
+    """The cell's run (benchmarks/runs.py) and its final metrics."""
+    summary = runs.run_cell(args_, run_dir)
+    record = {"status": "finished" if runs.ok(summary) else "failed", "dir": str(run_dir),
+              "wall_s": summary.get("wall_time_s") if summary else None}
     for name in METRICS:
-        entry = summary["metrics"].get(name) or {}
-        record[name] = entry.get("final") if entry.get("final_step") == summary.get("global_step") else None
-    with lock:
-        fid = record.get("val/fid")
-        print(f"  {run_dir.relative_to(run_dir.parents[2])}: {record['status']}, FID "
-              f"{'—' if fid is None else f'{fid:.2f}'} ({record['wall_s']} s{'' if fresh else ', reused'})", flush=True)
+        record[name] = runs.final_value(summary, name)
     return record
 
 
@@ -107,7 +90,7 @@ def fid_of(record: dict) -> float:
     return value if record["status"] == "finished" and value is not None and math.isfinite(value) else math.inf
 
 
-def select(arch: str, opt: str, args, lock: threading.Lock) -> list[dict]:
+def select(arch: str, opt: str, args) -> list[dict]:
     """The learning-rate search of one optimizer on seed 0 (and NCG's beta rule); every run recorded."""
     base = args.runs_dir / "select" / arch / opt
     runs = []
@@ -116,7 +99,7 @@ def select(arch: str, opt: str, args, lock: threading.Lock) -> list[dict]:
         name = f"g{lr_g:g}_d{lr_d:g}" + (f"_{rule}" if rule else "")
         over = overrides(arch, opt if rule is None else "ncg_best", lr_g, lr_d, 0, args.budget, args.samples, 1, rule)
         rec = {"optimizer": opt if rule is None else "ncg_best", "lr_g": lr_g, "lr_d": lr_d, "rule": rule,
-               **run_cell(over, base / name, lock)}
+               **run_cell(over, base / name)}
         runs.append(rec)
         return rec
 
@@ -142,20 +125,6 @@ def choices(selection: list[dict]) -> dict[str, dict]:
 
 
 # ------------------------------------------------------------------------------------------- report
-def _curve(run_dir: Path, metric: str = "val/fid") -> tuple[list[int], list[float]]:
-    import csv
-
-    xs, ys = [], []
-    path = run_dir / "csv" / "metrics.csv"
-    if path.is_file():
-        with open(path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get(metric) not in (None, ""):
-                    xs.append(int(float(row["step"])))
-                    ys.append(float(row[metric]))
-    return xs, ys
-
-
 def report(arch: str, args) -> None:
     import matplotlib
 
@@ -172,7 +141,7 @@ def report(arch: str, args) -> None:
         for seed in args.seeds:
             run_dir = args.runs_dir / "final" / arch / opt / f"seed{seed}"
             if (run_dir / "summary.json").is_file():
-                finals[(opt, seed)] = run_cell([], run_dir, threading.Lock())
+                finals[(opt, seed)] = run_cell([], run_dir)
     opts = [o for o in chosen if any((o, s) in finals for s in args.seeds)]
 
     def values(opt, metric):
@@ -209,7 +178,7 @@ def report(arch: str, args) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
     for i, opt in enumerate(opts):
         for j, seed in enumerate(args.seeds):
-            xs, ys = _curve(args.runs_dir / "final" / arch / opt / f"seed{seed}")
+            xs, ys = runs.curve(args.runs_dir / "final" / arch / opt / f"seed{seed}", "val/fid")
             if xs:
                 ax.plot(xs, ys, color=f"C{i}", alpha=0.7, marker="o", ms=3, label=opt if j == 0 else None)
     ax.set_xlabel("iteration")
@@ -253,14 +222,13 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "image_gan")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
     args = parser.parse_args()
-    lock = threading.Lock()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for arch in args.archs:
         sel_path = args.results_dir / f"image_gan_{arch}_selection.json"
         if args.stage == "select":
             with ThreadPoolExecutor(args.jobs) as pool:
-                chains = list(pool.map(lambda o: select(arch, o, args, lock), args.optimizers))
+                chains = list(pool.map(lambda o: select(arch, o, args), args.optimizers))
             selection = [r for chain in chains for r in chain]
             sel_path.write_text(json.dumps({"budget": args.budget, "samples": args.samples, "grid": GRID,
                                             "runs": selection}, indent=1))
@@ -274,7 +242,7 @@ def main() -> None:
                 list(pool.map(lambda c: run_cell(
                     overrides(arch, c[0], chosen[c[0]]["lr_g"], chosen[c[0]]["lr_d"], c[1], args.budget, args.samples,
                               4, chosen[c[0]]["rule"]),
-                    args.runs_dir / "final" / arch / c[0] / f"seed{c[1]}", lock), cells))
+                    args.runs_dir / "final" / arch / c[0] / f"seed{c[1]}"), cells))
         else:
             report(arch, args)
     print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min", flush=True)

@@ -1,0 +1,72 @@
+"""Running benchmark cells as ordinary CLI runs: ``python -m src.run ARGS`` in its own directory, one thread,
+reused when a run that ended (finished, or failed by itself, e.g. diverged) is already there: a benchmark
+interrupted and started again continues."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRINT = threading.Lock()
+
+
+def ended(run_dir: Path) -> dict | None:
+    """The summary of a run in `run_dir` that ended (finished or failed; not interrupted), else None."""
+    path = run_dir / "summary.json"
+    if path.is_file():
+        summary = json.loads(path.read_text())
+        if summary.get("status") == "finished" or summary.get("status", "").startswith("failed"):
+            return summary
+    return None
+
+
+def ok(summary: dict | None) -> bool:
+    return summary is not None and summary.get("status") == "finished"
+
+
+def run_cell(args: list[str], run_dir: Path, threads: int = 1) -> dict | None:
+    """Run `python -m src.run ARGS hydra.run.dir=RUN_DIR` with `threads` threads unless it ended before; its
+    summary (check :func:`ok`: a failed run's status says why), None when the run left no summary."""
+    summary = ended(run_dir)
+    if summary is not None:
+        return summary
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    env = {k: v for k, v in env.items() if not k.startswith("WANDB_")}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "src.run", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    summary = ended(run_dir)
+    with PRINT:
+        if not ok(summary):
+            why = summary["status"] if summary else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"  {run_dir}: FAILED after {time.perf_counter() - t0:.0f} s ({why[:300]})", flush=True)
+        else:
+            print(f"  {run_dir}: {summary.get('global_step')} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
+    return summary
+
+
+def final_value(summary: dict | None, metric: str) -> float | None:
+    """The metric's value at the run's last iteration (None if it was not measured then)."""
+    if not ok(summary):
+        return None
+    entry = summary["metrics"].get(metric) or {}
+    return entry.get("final") if entry.get("final_step") == summary.get("global_step") else None
+
+
+def curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
+    """(iterations, values) of a metric from the run's csv/metrics.csv."""
+    xs, ys = [], []
+    path = run_dir / "csv" / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get(metric) not in (None, ""):
+                    xs.append(int(float(row["step"])))
+                    ys.append(float(row[metric]))
+    return xs, ys
