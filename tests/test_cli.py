@@ -233,3 +233,22 @@ def test_a_divergence_before_any_checkpoint_says_so_and_is_in_run_log(cli):
     assert result.returncode == 2, result.output[-3000:]
     assert "No checkpoint had been written yet" in result.stderr and "is intact" not in result.stderr
     assert "non-finite" in (result.run_dir / "run.log").read_text()
+
+
+def test_cifar10_naganuma_iiduka_preset_trains_on_fixture_data_and_sweeps_their_grid(cli, tmp_path):
+    from tests.data.test_image_datasets import write_cifar
+
+    write_cifar(tmp_path / "cifar")
+    small = ["model.generator.base_width=8", "model.discriminator.base_width=8", "model.num_eval_samples=16",
+             "dataset.num_val=10", "dataset.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=2",
+             "dataset.meta.metrics.quality.which=[fid]", f"paths.cache_dir={tmp_path / 'cache'}"]
+    result = cli("experiment=cifar10_sngan_ncg", f"dataset.root={tmp_path / 'cifar'}", *small, CSV)
+    assert result.returncode == 0, result.output[-3000:]
+    s = result.summary
+    assert s["choices"]["optimizer"] == "ncg" and s["global_step"] == 2 and "val/fid" in s["metrics"]
+    protocol = s["metric_protocols"]["quality"]
+    assert protocol["num_fake"] == 16 and protocol["reference"] == "train"
+    swept = yaml.safe_load((ROOT / "experiments" / "cifar10_sngan_ncg.yaml").read_text())["hydra"]["sweeper"]["params"]
+    grid = [5e-3, 1e-3, 5e-4, 1e-4, 5e-5]
+    assert [float(v) for v in swept["optimizer.lr"].split(",")] == grid
+    assert [float(v) for v in swept["optimizer.players.discriminator.lr"].split(",")] == grid
