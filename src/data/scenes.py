@@ -18,24 +18,59 @@ the source digits are split once (``val_source_fraction`` of them only ever appe
 ``test_source_fraction`` only in test scenes), and the train / val / test scenes come from separate random
 streams. The test split (``num_test`` scenes, 0: none) is for reporting only: settings are chosen on val. Generation is vectorised (2,000 + 500 scenes
 in well under a second once the digits are loaded) and cached in memory per process.
+
+Extra labeled scenes (``extra_scenes``; seed 001's "GANs generate more training data for the segmenter"):
+``round(ratio * L)`` (at least 1) more scenes, L the number of labeled real scenes, rendered by the same
+:func:`render_scenes` with the same settings and added to the labeled training set only (the labeled real
+subset, the unlabeled pool, val, test and the normalisation statistics are those of the run without extras):
+
+* ``source: real``: from the scenes' training-source digits (the ceiling of the comparison);
+* ``source: gan``: from ``pool`` digits drawn, ``pool / 10`` per class, from a class-conditional GAN
+  checkpoint (its EMA generator when it has one; ``python -m src.run experiment=digits_cgan_scenes`` trains
+  one on the training-source digits only), mapped from [-1, 1] to [0, 1] intensities. The masks are exact
+  by construction: the renderer labels a digit's pixels by the class it was generated for, wherever its
+  intensity exceeds 0.5.
+
+Both sources use one rendering stream (its own, apart from the train / val / test streams): their extra
+scenes share backgrounds, layouts and colours and differ only in the digits. Generated pools are drawn from
+noise seeded by ``generation_seed`` (not the run seed, and leaving the global RNG untouched), so every run
+with the same checkpoint trains on the same extra scenes. For ``gan`` the data module also measures, once,
+how often the ``digits_cnn`` classifier (the GAN metrics' backbone) assigns a generated digit the class it
+was generated for (``extra_class_agreement``), and logs it with the count, source and checkpoint.
 """
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from src.data.digits import load_digits_array
-from src.data.segmentation import SegmentationDataModule, SegmentationSource, TensorSource
+from src.data.segmentation import SegmentationDataModule, SegmentationSource, TensorSource, labeled_count
 from src.data.transforms import IGNORE_INDEX, sample_generator
-from src.utils.errors import DataError
-from src.utils.schema import require
+from src.utils.errors import ConfigError, DataError, UserError
+from src.utils.schema import choose, require
+
+log = logging.getLogger(__name__)
 
 NUM_CLASSES = 11
 CLASS_NAMES = ("background",) + tuple(f"digit_{d}" for d in range(10))
+
+#: dataset.extra_scenes: its keys and their defaults (source has none)
+EXTRA_DEFAULTS = {"source": None, "ratio": 1.0, "generator": None, "pool": 2000, "measure_agreement": True}
+EXTRA_SOURCES = ("real", "gan")
+#: added to 2 * generation_seed for the extra scenes' rendering stream (train: +0, val: +1, test: +0x7E57)
+EXTRA_STREAM = 0xE47A
+#: salt of the noise of a generated digit pool
+GAN_POOL_SALT = 0x6A4
+MAKE_GENERATOR = ("make one with `python -m src.run experiment=digits_cgan_scenes` and pass "
+                  "dataset.extra_scenes.generator=<run>/checkpoints/last.ckpt")
 
 
 @functools.lru_cache(maxsize=1)
@@ -177,6 +212,140 @@ def generate_scenes(num_train: int, num_val: int, size: int = 64, min_digits: in
     return out
 
 
+# ------------------------------------------------------------------------------------------ extra scenes
+def parse_extra_scenes(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """dataset.extra_scenes checked and completed with defaults (None: no extra scenes)."""
+    if value is None:
+        return None
+    key = "dataset.extra_scenes"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected null or {{source: real|gan, ratio: R, generator: PATH, pool: N}}, "
+                          f"got {value!r}")
+    unknown = sorted(set(value) - set(EXTRA_DEFAULTS))
+    require(not unknown, key, f"unknown key(s) {unknown}; valid keys: {', '.join(EXTRA_DEFAULTS)}")
+    out = {**EXTRA_DEFAULTS, **value}
+    require(out["source"] is not None, f"{key}.source", "missing; choose one of: gan, real")
+    choose(out["source"], EXTRA_SOURCES, f"{key}.source")
+    ratio = out["ratio"]
+    require(isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio) and ratio > 0,
+            f"{key}.ratio", f"expected a number > 0 (extra scenes per labeled real scene), got {ratio!r}")
+    pool = out["pool"]
+    require(isinstance(pool, int) and not isinstance(pool, bool) and pool >= 10 and pool % 10 == 0, f"{key}.pool",
+            f"expected a positive multiple of 10 (generated digits, pool / 10 per class), got {pool!r}")
+    require(isinstance(out["measure_agreement"], bool), f"{key}.measure_agreement",
+            f"expected true or false, got {out['measure_agreement']!r}")
+    if out["source"] == "gan":
+        require(out["generator"] not in (None, ""), f"{key}.generator",
+                f"source=gan needs a class-conditional GAN checkpoint; {MAKE_GENERATOR}")
+        out["generator"] = os.path.abspath(os.path.expanduser(str(out["generator"])))
+    else:
+        out["generator"] = None  # not read for real digits
+    out["ratio"], out["pool"] = float(ratio), int(pool)
+    return out
+
+
+def read_generator_checkpoint(path: str, mmap: bool = False) -> dict:
+    """The checkpoint of dataset.extra_scenes.generator, checked to be a class-conditional GAN with 10
+    classes (DataError: no such file / unreadable; ConfigError: another model)."""
+    from src.utils.resume import CheckpointError, load_checkpoint
+
+    key = "dataset.extra_scenes.generator"
+    if not Path(path).is_file():
+        raise DataError(f"{key}: no checkpoint at {path}; {MAKE_GENERATOR}")
+    try:
+        ckpt = load_checkpoint(path, mmap=mmap)
+    except CheckpointError as err:
+        message = str(err)
+        message = message[len("ckpt_path: "):] if message.startswith("ckpt_path: ") else message
+        raise DataError(f"{key}: {message}") from None
+    model = ckpt["run_config"]["config"].get("model") or {}
+    target, classes = model.get("_target_"), model.get("num_classes")
+    if target != "src.models.gan.GAN" or classes != 10:
+        what = f"model {target}" + (f" with model.num_classes={classes}" if target == "src.models.gan.GAN" else "")
+        raise ConfigError(f"{key}: {path} is a checkpoint of {what}; expected a class-conditional GAN with 10 "
+                          f"classes (model.num_classes=10, one class per digit): {MAKE_GENERATOR}")
+    return ckpt
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=2)
+def generated_digits(path: str, stamp: tuple[int, int], pool: int, seed: int) -> dict[str, Any]:
+    """`pool` digits of a class-conditional GAN checkpoint: {"images": float32 (pool, 1, h, w) in [0, 1],
+    "labels": int64 (pool,) (i % 10: pool / 10 per class), "ema": whether the EMA generator made them,
+    "training_digits": the GAN run's dataset node}. The noise comes from a generator seeded by `seed`; the
+    global RNG is left as it was. Cached per process (`stamp`: the file's mtime and size)."""
+    import tempfile
+
+    from omegaconf import OmegaConf
+
+    from src.eval import rebuild
+
+    ckpt = read_generator_checkpoint(path)
+    # the model only: the GAN's metrics (and their backbone) are not needed to sample
+    config = OmegaConf.create(ckpt["run_config"]["config"])
+    config.model.metrics = None
+    ckpt = {**ckpt, "run_config": {**ckpt["run_config"], "config": OmegaConf.to_container(config)}}
+    labels = torch.arange(pool) % 10
+    with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
+        try:
+            _, _, model = rebuild(ckpt, Path(tmp))
+        except UserError as err:
+            raise DataError(f"dataset.extra_scenes.generator: {path}: {err}") from None
+        model.eval()
+        x = model.generate(labels, generator=sample_generator(seed, GAN_POOL_SALT)).float().cpu()
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ConfigError(f"dataset.extra_scenes.generator: {path} makes images of shape {tuple(x.shape[1:])}; "
+                          "expected single-channel digits (1, H, W)")
+    return {"images": x.add_(1).div_(2).clamp_(0, 1), "labels": labels, "ema": model.generator_ema is not None,
+            "training_digits": dict(ckpt["run_config"]["config"].get("dataset") or {})}
+
+
+@functools.lru_cache(maxsize=2)
+def generated_digits_agreement(path: str, stamp: tuple[int, int], pool: int, seed: int,
+                               cache_dir: str | None) -> float:
+    """The fraction of the generated pool that the digits_cnn classifier (src/metrics/backbones.py; trained
+    once and cached under `cache_dir` if absent) assigns the class it was generated for."""
+    from src.metrics.backbones import load_backbone
+
+    digits = generated_digits(path, stamp, pool, seed)
+    with torch.random.fork_rng(devices=[]):
+        backbone = load_backbone("digits_cnn", cache_dir=cache_dir)
+        predicted = torch.cat([backbone(chunk * 2 - 1)[1].argmax(1) for chunk in digits["images"].split(500)])
+    return float((predicted == digits["labels"]).float().mean())
+
+
+@functools.lru_cache(maxsize=4)
+def generate_extra_scenes(source: str, num: int, size: int = 64, min_digits: int = 1, max_digits: int = 4,
+                          scale: tuple[float, float] = (0.75, 1.25), void_width: int = 1,
+                          val_source_fraction: float = 0.2, test_source_fraction: float = 0.0,
+                          generation_seed: int = 1234, generator: str | None = None,
+                          stamp: tuple[int, int] | None = None, pool: int = 2000) -> dict[str, torch.Tensor]:
+    """`num` extra training scenes: {"images", "masks"} (uint8, as :func:`generate_scenes`), "sources"
+    (num, max_digits) the index of each placed digit (into the 5,000 source digits for ``real``, into the
+    generated pool for ``gan``; -1: none) and "classes" (num, max_digits) its class 0..9 (-1: none).
+    Cached per process: callers must not modify the tensors."""
+    args = dict(size=size, min_digits=min_digits, max_digits=max_digits, scale=scale, void_width=void_width,
+                seed=generation_seed * 2 + EXTRA_STREAM, return_sources=True)
+    if source == "real":
+        digits, classes = _digit_images()
+        train_src, _, _ = split_sources(len(digits), val_source_fraction, generation_seed, test_source_fraction)
+        images, masks, which = render_scenes(digits[train_src], classes[train_src], num, **args)
+        placed = which >= 0
+        sources = torch.where(placed, train_src[which.clamp_min(0)], which)
+        labels = torch.where(placed, classes[sources.clamp_min(0)], which)
+    elif source == "gan":
+        digits = generated_digits(generator, stamp, pool, generation_seed)
+        images, masks, sources = render_scenes(digits["images"], digits["labels"], num, **args)
+        labels = torch.where(sources >= 0, digits["labels"][sources.clamp_min(0)], sources)
+    else:
+        raise ConfigError(f"dataset.extra_scenes.source: unknown value {source!r}; choose one of: gan, real")
+    return {"images": images, "masks": masks, "sources": sources, "classes": labels}
+
+
 class ScenesDataModule(SegmentationDataModule):
     """Digits-on-texture scenes (see the module docstring); 11 classes, 255 void.
 
@@ -190,8 +359,16 @@ class ScenesDataModule(SegmentationDataModule):
         num_test: number of test scenes (0: no test split).
         test_source_fraction: fraction of the source digit images reserved for test scenes.
         generation_seed: fixes the dataset (not the run seed).
-        mean, std: normalisation; None: the per-channel statistics of the generated training images.
+        mean, std: normalisation; None: the per-channel statistics of the generated training images (the
+            real ones: extra scenes do not change them).
+        extra_scenes: None, or extra labeled training scenes (see the module docstring):
+            ``{source: real | gan, ratio: R (> 0, default 1), generator: checkpoint path (gan), pool: N
+            (gan: generated digits, default 2000), measure_agreement: bool (gan: default true)}``.
+        cache_dir: where the digits_cnn classifier of the agreement measurement is cached (paths.cache_dir).
         Other arguments: :class:`src.data.segmentation.SegmentationDataModule`.
+
+    After setup() with extra scenes: ``extra_count``, ``extra_sources`` and ``extra_classes`` (see
+    :func:`generate_extra_scenes`), and ``extra_class_agreement`` (gan with measure_agreement; else None).
     """
 
     num_classes = NUM_CLASSES
@@ -200,7 +377,8 @@ class ScenesDataModule(SegmentationDataModule):
     def __init__(self, size: int = 64, num_train: int = 2000, num_val: int = 500, digits=(1, 4),
                  digit_scale=(0.75, 1.25), void_width: int = 1, val_source_fraction: float = 0.2,
                  num_test: int = 0, test_source_fraction: float = 0.0, generation_seed: int = 1234,
-                 mean=None, std=None, **kwargs):
+                 mean=None, std=None, extra_scenes: Mapping[str, Any] | None = None, cache_dir: str | None = None,
+                 **kwargs):
         super().__init__(mean=mean if mean is not None else (0.5, 0.5, 0.5),
                          std=std if std is not None else (0.25, 0.25, 0.25), **kwargs)
         self._stats_from_data = mean is None, std is None
@@ -224,6 +402,18 @@ class ScenesDataModule(SegmentationDataModule):
         self.val_source_fraction, self.generation_seed = float(val_source_fraction), int(generation_seed)
         self.num_test, self.test_source_fraction = int(num_test), float(test_source_fraction)
         self.shape = (3, self.size, self.size)
+        self.extra_scenes = parse_extra_scenes(extra_scenes)
+        self.cache_dir = None if cache_dir is None else str(cache_dir)
+        self.extra_count = 0
+        self.extra_sources: torch.Tensor | None = None
+        self.extra_classes: torch.Tensor | None = None
+        self.extra_class_agreement: float | None = None
+
+    def check(self) -> None:
+        """A GAN checkpoint for extra scenes that is missing, unreadable or not a 10-class conditional GAN
+        fails here, before the trainer starts (its tensors are mapped, not read)."""
+        if self.extra_scenes is not None and self.extra_scenes["source"] == "gan":
+            read_generator_checkpoint(self.extra_scenes["generator"], mmap=True)
 
     def generate(self) -> dict[str, torch.Tensor]:
         return generate_scenes(self.num_train, self.num_val, self.size, self.digits[0], self.digits[1],
@@ -247,6 +437,52 @@ class ScenesDataModule(SegmentationDataModule):
             return None
         data = self.generate()
         return TensorSource(data["test_images"], data["test_masks"], [f"test_{i:05d}" for i in range(self.num_test)])
+
+    def build_extra_labeled_source(self) -> SegmentationSource | None:
+        extra = self.extra_scenes
+        if extra is None:
+            return None
+        num_labeled = labeled_count(self.num_train, self.labeled_fraction)
+        count = max(1, round(extra["ratio"] * num_labeled))
+        source, path, pool = extra["source"], extra["generator"], extra["pool"]
+        stamp = None
+        if source == "gan":
+            read_generator_checkpoint(path, mmap=True)
+            stamp = _file_stamp(path)
+        data = generate_extra_scenes(source, count, self.size, self.digits[0], self.digits[1], self.digit_scale,
+                                     self.void_width, self.val_source_fraction, self.test_source_fraction,
+                                     self.generation_seed, path, stamp, pool)
+        self.extra_count, self.extra_sources, self.extra_classes = count, data["sources"], data["classes"]
+        what = f"ratio {extra['ratio']:g} x {num_labeled} labeled real scenes"
+        if source == "real":
+            log.info("scenes: %d extra labeled scenes from real training-source digits (%s)", count, what)
+        else:
+            digits = generated_digits(path, stamp, pool, self.generation_seed)
+            self._warn_about_generator_digits(path, digits["training_digits"])
+            agreement = ""
+            if extra["measure_agreement"]:
+                self.extra_class_agreement = generated_digits_agreement(path, stamp, pool, self.generation_seed,
+                                                                        self.cache_dir)
+                agreement = (f"; the digits_cnn classifier agrees with the conditioned class on "
+                             f"{self.extra_class_agreement:.1%} of the generated digits")
+            log.info("scenes: %d extra labeled scenes from %d GAN digits (%d per class, %s generator of %s; %s)%s",
+                     count, pool, pool // 10, "EMA" if digits["ema"] else "raw", path, what, agreement)
+        return TensorSource(data["images"], data["masks"], [f"extra_{source}_{i:05d}" for i in range(count)])
+
+    def _warn_about_generator_digits(self, path: str, dataset: dict) -> None:
+        """A warning when the GAN may have seen digits of the val or test scenes."""
+        split = (self.val_source_fraction, self.test_source_fraction, self.generation_seed)
+        target = str(dataset.get("_target_", ""))
+        if not target.startswith("src.data.digits.") and "DigitsDataModule" not in target:
+            log.warning("scenes: the generator %s was trained on %s, not on the scenes' digits "
+                        "(src.data.digits.DigitsDataModule with only_scene_training_digits=true)", path, target or "?")
+        elif not dataset.get("only_scene_training_digits"):
+            log.warning("scenes: the generator %s was trained without dataset.only_scene_training_digits: it may "
+                        "have seen the digits of val and test scenes", path)
+        elif tuple(dataset.get("scene_split") or ()) != split:
+            log.warning("scenes: the generator %s was trained on the training digits of dataset.scene_split=%s, "
+                        "not of these scenes' split %s: it may have seen digits of val and test scenes", path,
+                        list(dataset.get("scene_split") or ()), list(split))
 
 
 def scene_statistics(masks: torch.Tensor) -> dict[str, float]:

@@ -17,9 +17,16 @@ Semi-supervised options (Hung et al. 2018, arXiv 1802.07934):
   one at seed + UNLABELED_SEED_OFFSET). The unlabeled loader still yields the true masks, for
   diagnostics only (e.g. pseudo-label accuracy); never train on them.
 
+Extra labeled data: a subclass may return a source from :meth:`SegmentationDataModule.build_extra_labeled_source`
+(e.g. scenes composed from generated digits, src/data/scenes.py); the training source is then the original one
+followed by the extras (:class:`ConcatSource`), and every extra item joins the labeled subset. The labeled
+subset of the original training set (``labeled_fraction``) and the unlabeled pool are exactly what they are
+without extras: extras are never unlabeled.
+
 Sources: a :class:`SegmentationSource` gives the raw samples of one split (ids and ``load(i)``);
 :class:`TensorSource` holds them in memory (generated data), :class:`FileSource` reads image + mask files
-and decodes masks with a :class:`MaskDecoder`, which rejects bad masks with a DataError naming the file.
+and decodes masks with a :class:`MaskDecoder`, which rejects bad masks with a DataError naming the file;
+:class:`ConcatSource` chains sources.
 """
 from __future__ import annotations
 
@@ -76,6 +83,26 @@ class TensorSource(SegmentationSource):
         image = self.images[i]
         image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
         return image, self.masks[i].long()
+
+
+class ConcatSource(SegmentationSource):
+    """The samples of `sources` one after the other (ids concatenated; index i of the whole maps to the
+    source that holds it)."""
+
+    def __init__(self, sources: Sequence[SegmentationSource]):
+        self.sources = list(sources)
+        self.ids = [i for source in self.sources for i in source.ids]
+        self.offsets = np.cumsum([0] + [len(source) for source in self.sources])
+
+    def load(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self.ids):
+            raise IndexError(i)
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        return self.sources[k].load(i - int(self.offsets[k]))
+
+    def scan(self) -> None:
+        for source in self.sources:
+            source.scan()
 
 
 class MaskDecoder:
@@ -298,11 +325,16 @@ class SegmentationCollate:
         return x, y
 
 
+def labeled_count(num: int, fraction: float) -> int:
+    """The size of the labeled subset of `num` training samples: round(fraction * num), at least 1."""
+    return min(num, max(1, round(fraction * num)))
+
+
 def labeled_split(num: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """(labeled, unlabeled) sorted indices: the first round(fraction * num) (at least 1) of a permutation
     drawn from `seed`. Nested across fractions for one seed."""
     order = torch.randperm(num, generator=sample_generator(seed, LABELED_SPLIT_SALT)).tolist()
-    k = min(num, max(1, round(fraction * num)))
+    k = labeled_count(num, fraction)
     return sorted(order[:k]), sorted(order[k:])
 
 
@@ -312,7 +344,8 @@ class SegmentationDataModule(ResumableDataModule):
 
     Attributes after __init__: ``num_classes``, ``class_names``, ``ignore_index`` (255), ``mean``, ``std``
     (tuples of 3 floats, [0, 1] units; subclasses may set them in build_sources), ``shape`` (3, H, W).
-    After setup(): ``train_set`` (the labeled subset), ``unlabeled_set`` (None when empty), ``val_set``,
+    After setup(): ``train_set`` (the labeled subset, plus every extra labeled sample when
+    :meth:`build_extra_labeled_source` gives some), ``unlabeled_set`` (None when empty), ``val_set``,
     ``test_set`` (None unless :meth:`build_test_source` gives one), ``labeled_ids``, ``unlabeled_ids``.
 
     Args:
@@ -366,6 +399,12 @@ class SegmentationDataModule(ResumableDataModule):
         """The test source (for reporting only; settings are chosen on val), or None: no test split."""
         return None
 
+    def build_extra_labeled_source(self) -> SegmentationSource | None:
+        """Extra labeled training samples (e.g. synthesised), or None: none. Called in setup() after
+        :meth:`build_sources`; every sample it gives is added to the labeled subset (never to the unlabeled
+        pool), after the labeled subset of the original training set has been drawn."""
+        return None
+
     # setup -----------------------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -377,6 +416,13 @@ class SegmentationDataModule(ResumableDataModule):
             train_src.scan()
             val_src.scan()
         labeled, unlabeled = labeled_split(len(train_src), self.labeled_fraction, self.seed)
+        extra = self.build_extra_labeled_source()
+        if extra is not None and len(extra) > 0:
+            if self.scan_masks:
+                extra.scan()
+            num_real = len(train_src)
+            train_src = ConcatSource([train_src, extra])
+            labeled = labeled + list(range(num_real, num_real + len(extra)))
         common = dict(mean=self.mean, std=self.std, seed=self.seed)
         self.train_set = SegmentationDataset(train_src, labeled, transform=self.transform, stream=0, **common)
         self.unlabeled_set = (SegmentationDataset(train_src, unlabeled, transform=self.transform, stream=1, **common)

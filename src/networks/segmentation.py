@@ -104,6 +104,10 @@ class TorchvisionSegmenter(nn.Module):
             load_matching(self.net, load_state_file(weights_path, "model.segmenter.weights_path"),
                           "model.segmenter.weights_path")
         self.freeze_bn = freeze_bn
+        if freeze_bn and not (backbone_weights_path or weights_path):
+            log.warning("model.segmenter.freeze_bn=true without pretrained weights (backbone_weights_path / "
+                        "weights_path, e.g. RESNET101_WEIGHTS in .env for the VOC presets): BatchNorm stays at its "
+                        "initial statistics while the network trains from scratch")
         if freeze_bn:
             for m in self.net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
