@@ -4,7 +4,7 @@ networks (built from the same config), data, batch, loss and optimizer; and the 
 to the first training step of `python -m src.run`, with a warm and a cold cache.
 
     python benchmarks/framework_overhead.py [--models dcgan mlp scenes mlp_compiled] [--batches 300] [--repeats 3]
-                                            [--threads 1] [--startup 3]
+                                            [--threads 1] [--startup 3] [--accelerator cpu|gpu]
 
 Each repeat runs the plain loop and the framework one after the other (interleaved, in this process, one
 thread by default), each for `--warmup` + `--batches` training batches with validation off; both times are
@@ -75,6 +75,15 @@ def _adam(params, node) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=node.lr, betas=tuple(node.betas), weight_decay=node.get("weight_decay", 0.0))
 
 
+def _device(cfg) -> torch.device:
+    return torch.device("cuda" if cfg.trainer.accelerator == "gpu" else "cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def plain_gan(cfg, batches: int, warmup: int) -> float:
     """The GAN's default rule by hand: D on fresh fakes, then G on new noise, Adam for both."""
     from src.train import build_datamodule, build_model
@@ -82,27 +91,31 @@ def plain_gan(cfg, batches: int, warmup: int) -> float:
     torch.manual_seed(0)
     model, dm = build_model(cfg), build_datamodule(cfg)
     dm.setup("fit")
-    data = dm.train_set.tensors[0]
+    device = _device(cfg)
+    model.to(device)
+    data = dm.train_set.tensors[0].to(device)
     G, D, z_dim, n = model.generator, model.discriminator, model.latent_dim, int(cfg.dataset.batch_size)
     opt_g, opt_d = _adam(G.parameters(), cfg.optimizer), _adam(D.parameters(), cfg.optimizer)
     per_epoch = len(data) // n
     perm, t0 = torch.randperm(len(data)), None
     for step in range(warmup + batches):
         if step == warmup:
+            _sync(device)
             t0 = time.perf_counter()
         if step % per_epoch == 0:
-            perm = torch.randperm(len(data))
+            perm = torch.randperm(len(data), device=device)
         real = data[perm[(step % per_epoch) * n:(step % per_epoch + 1) * n]]
         with torch.no_grad():
-            fake = G(torch.randn(n, z_dim))
+            fake = G(torch.randn(n, z_dim, device=device))
         d_loss = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
-        g_loss = F.softplus(-D(G(torch.randn(n, z_dim)))).mean()
+        g_loss = F.softplus(-D(G(torch.randn(n, z_dim, device=device)))).mean()
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
+    _sync(device)
     return batches / (time.perf_counter() - t0)
 
 
@@ -114,15 +127,18 @@ def plain_segmenter(cfg, batches: int, warmup: int) -> float:
     model, dm = build_model(cfg), build_datamodule(cfg)
     dm.setup("fit")
     loader = dm.train_dataloader()  # the scenes are generated per item with augmentation: their own loader
-    net = model.segmenter
+    device = _device(cfg)
+    net = model.segmenter.to(device)
     opt = _adam(net.parameters(), cfg.optimizer)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=warmup + batches, power=0.9)
     step, t0 = 0, None
     while step < warmup + batches:
         for batch in loader:
             if step == warmup:
+                _sync(device)
                 t0 = time.perf_counter()
             (x, y) = batch["labeled"] if isinstance(batch, dict) else batch
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = F.cross_entropy(net(x), y, ignore_index=255)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -131,6 +147,7 @@ def plain_segmenter(cfg, batches: int, warmup: int) -> float:
             step += 1
             if step == warmup + batches:
                 break
+    _sync(device)
     return batches / (time.perf_counter() - t0)
 
 
@@ -164,6 +181,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--startup", type=int, default=3, help="start-up measurements, cold and warm (0: skip)")
+    parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"),
+                        help="gpu: both the plain loops and the framework (trainer=gpu) on the first CUDA device")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.update(OMP_NUM_THREADS=str(args.threads), WANDB_MODE="offline")
@@ -172,11 +191,12 @@ def main() -> None:
         for name in args.models:
             plain_fn = plain_segmenter if name == "scenes" else plain_gan
             plain, fw = [], []
-            plain_args = [a for a in MODELS[name]["args"] if not a.startswith("+callbacks.compile")]
+            device_args = ["trainer=gpu"] if args.accelerator == "gpu" else ["trainer.accelerator=cpu"]
+            plain_args = [a for a in MODELS[name]["args"] if not a.startswith("+callbacks.compile")] + device_args
             for r in range(args.repeats):
                 cfg = compose([*plain_args, *QUIET], Path(tmp) / f"{name}-plain{r}")
                 plain.append(plain_fn(cfg, args.batches, args.warmup))
-                cfg = compose([*MODELS[name]["args"], *QUIET], Path(tmp) / f"{name}-fw{r}")
+                cfg = compose([*MODELS[name]["args"], *device_args, *QUIET], Path(tmp) / f"{name}-fw{r}")
                 fw.append(framework(cfg, args.batches, args.warmup))
                 print(f"  {name} repeat {r}: plain {plain[-1]:.2f}, framework {fw[-1]:.2f} batches/s", flush=True)
             rows.append((name, plain, fw))
@@ -187,7 +207,7 @@ def main() -> None:
             warm.append(first_step_seconds(Path(tmp) / f"warm{r}", cache))   # the same cache, now filled
             shutil.rmtree(cache, ignore_errors=True)
     print(f"\n{args.batches} timed batches after {args.warmup} warm-up, {args.repeats} interleaved repeats, "
-          f"{args.threads} thread(s), torch {torch.__version__}; median (all runs)")
+          f"{args.threads} thread(s), {args.accelerator}, torch {torch.__version__}; median (all runs)")
     print("| model | plain loop, batches/s | framework, batches/s | framework / plain |")
     print("|---|---|---|---|")
     for name, plain, fw in rows:
