@@ -16,8 +16,8 @@ the feature space of the digits classifier the framework trains).
 Stages:
 
 * ``select`` (seed 0 only): the learning rates of each optimizer from Naganuma & Iiduka's grid {5e-3, 1e-3,
-  5e-4, 1e-4, 5e-5}: first lr_G = lr_D over the grid, then, at the best lr_G, lr_D one grid step above and
-  below; the lowest final FID wins. For NCG, Fletcher-Reeves (``ncg_fr``) is searched so, and the other beta
+  5e-4, 1e-4, 5e-5}: first lr_G = lr_D over the grid, then (unless ``--no-off-diagonal``), at the best lr_G,
+  lr_D one grid step above and below; the lowest final FID (on ``--select-samples`` samples) wins. For NCG, Fletcher-Reeves (``ncg_fr``) is searched so, and the other beta
   rules (PRP, HS, DY, HS_DY, FR_PRP, HZ) are tried at FR's learning rates: the best is ``ncg_best``. Every run
   of the search is kept in ``<results>/image_gan_<arch>_selection.json`` (the grid, recorded).
 * ``final``: the chosen settings on seeds never used for choosing (``--seeds``, 1..5 by default), with the
@@ -97,7 +97,8 @@ def select(arch: str, opt: str, args) -> list[dict]:
 
     def one(lr_g, lr_d, rule=None):
         name = f"g{lr_g:g}_d{lr_d:g}" + (f"_{rule}" if rule else "")
-        over = overrides(arch, opt if rule is None else "ncg_best", lr_g, lr_d, 0, args.budget, args.samples, 1, rule)
+        over = overrides(arch, opt if rule is None else "ncg_best", lr_g, lr_d, 0, args.budget, args.select_samples, 1,
+                         rule)
         rec = {"optimizer": opt if rule is None else "ncg_best", "lr_g": lr_g, "lr_d": lr_d, "rule": rule,
                **run_cell(over, base / name)}
         runs.append(rec)
@@ -107,7 +108,7 @@ def select(arch: str, opt: str, args) -> list[dict]:
     best = min(diagonal, key=fid_of)
     i = GRID.index(best["lr_g"])
     for j in (i - 1, i + 1):
-        if 0 <= j < len(GRID):
+        if args.off_diagonal and 0 <= j < len(GRID):
             one(best["lr_g"], GRID[j])
     if opt == "ncg_fr":
         chosen = min(runs, key=fid_of)
@@ -150,7 +151,7 @@ def report(arch: str, args) -> None:
     lines = [f"# Image GANs on the digits: {arch}, {selection['budget']} iterations, {len(args.seeds)} seeds", "",
              f"`python benchmarks/image_gan.py --stage select --archs {arch}` then `--stage final` and `--stage "
              f"report`. Batch 64, one update of each player per iteration, {selection['budget']} iterations; metrics "
-             f"on {selection['samples']} generated digits against every training digit (4,500), in the feature space "
+             f"on {args.samples} generated digits (the search: {selection['samples']}) against every training digit (4,500), in the feature space "
              "of the framework's digits classifier (src/metrics/backbones.py: digits_cnn). Learning rates chosen on "
              "seed 0 from Naganuma & Iiduka's grid (every run of the search: "
              f"`image_gan_{arch}_selection.json`); the table is over seeds {args.seeds[0]}..{args.seeds[-1]}, never used "
@@ -216,7 +217,10 @@ def main() -> None:
     parser.add_argument("--optimizers", nargs="+", default=[o for o in OPTIMIZERS if o != "ncg_best"],
                         choices=[o for o in OPTIMIZERS if o != "ncg_best"])
     parser.add_argument("--budget", type=int, default=1500, help="iterations per run")
-    parser.add_argument("--samples", type=int, default=5000, help="generated samples per evaluation")
+    parser.add_argument("--samples", type=int, default=5000, help="generated samples per evaluation (final)")
+    parser.add_argument("--select-samples", type=int, default=5000, help="generated samples per evaluation (select)")
+    parser.add_argument("--off-diagonal", action=argparse.BooleanOptionalAction, default=True,
+                        help="select: also lr_D one grid step above and below the best lr_G = lr_D")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "image_gan")
@@ -230,7 +234,8 @@ def main() -> None:
             with ThreadPoolExecutor(args.jobs) as pool:
                 chains = list(pool.map(lambda o: select(arch, o, args), args.optimizers))
             selection = [r for chain in chains for r in chain]
-            sel_path.write_text(json.dumps({"budget": args.budget, "samples": args.samples, "grid": GRID,
+            sel_path.write_text(json.dumps({"budget": args.budget, "samples": args.select_samples, "grid": GRID,
+                                            "off_diagonal": args.off_diagonal,
                                             "runs": selection}, indent=1))
             print(f"{arch}: chosen " + ", ".join(f"{o} lr_G {r['lr_g']:g} lr_D {r['lr_d']:g}"
                                                + (f" {r['rule']}" if r["rule"] else "")
