@@ -149,8 +149,10 @@ def report(arch: str, args) -> None:
         return [finals[(opt, s)].get(metric) if (opt, s) in finals else None for s in args.seeds]
 
     lines = [f"# Image GANs on the digits: {arch}, {selection['budget']} iterations, {len(args.seeds)} seeds", "",
-             f"`python benchmarks/image_gan.py --stage select --archs {arch}` then `--stage final` and `--stage "
-             f"report`. Batch 64, one update of each player per iteration, {selection['budget']} iterations; metrics "
+             f"`python benchmarks/image_gan.py --stage select --archs {arch} --budget {selection['budget']} "
+             f"--select-samples {selection['samples']}"
+             f"{'' if selection.get('off_diagonal', True) else ' --no-off-diagonal'}` then `--stage final "
+             f"--samples {args.samples}` and `--stage report` (same --archs, --budget). Batch 64, one update of each player per iteration, {selection['budget']} iterations; metrics "
              f"on {args.samples} generated digits (the search: {selection['samples']}) against every training digit (4,500), in the feature space "
              "of the framework's digits classifier (src/metrics/backbones.py: digits_cnn). Learning rates chosen on "
              "seed 0 from Naganuma & Iiduka's grid (every run of the search: "
