@@ -13,9 +13,9 @@ reused, so an interrupted benchmark continues). The protocol:
 * Splits: 2,000 training scenes (the labeled subset of each seed: ``dataset.labeled_fraction``, nested
   across fractions), 500 validation scenes for every choice, 1,000 test scenes for the reported numbers
   (``test_after_fit=true``: the final weights, once), each split drawn from its own source digits.
-* ``curve``: the supervised baseline at each labeled fraction, with and without the pretrained encoder, for
-  ``--curve-iterations`` with validation every 250 iterations (seed 100): the budget (``--iterations``) is
-  where these curves have flattened.
+* ``curve``: the supervised baseline (``--curves``: 1/8 labels with and without the pretrained encoder, full
+  labels without, by default) for ``--curve-iterations`` with validation every 250 iterations (seed 100):
+  the budget (``--iterations``) is where these curves have flattened.
 * ``select``: +adv at 1/8 labels over lambda_adv in {0.001, 0.01, 0.1} x D's lr in {1e-4, 1e-3} (seeds 100,
   101, validation mIoU; the baseline on the same seeds beside it); +adv+semi uses the chosen pair with the
   paper's lambda_semi 0.1, T_semi 0.2, lambda_adv(unlabeled) 0.001 and L_semi from a quarter of the run
@@ -109,23 +109,26 @@ def gan_checkpoint(args) -> str:
 
 # ---------------------------------------------------------------------------------------------- stages
 def stage_curve(args) -> None:
-    cells = [(cell_args(f, "baseline", p, 100, args.curve_iterations, 250, test=False),
-              cell_dir(args, "curve", f, "baseline", p, 100)) for f in FRACTIONS for p in PRETRAIN]
+    cells = []
+    for cell in args.curves:
+        f, p = cell.split(":")
+        cells.append((cell_args(f, "baseline", p, 100, args.curve_iterations, 250, test=False),
+                      cell_dir(args, "curve", f, "baseline", p, 100)))
     pool_run(cells, args.jobs)
 
 
 def stage_select(args) -> dict:
     cells, keys = [], []
-    for seed in SELECT_SEEDS:
+    grid = [tuple(float(v) for v in pair.split(":")) for pair in args.select_grid]
+    for seed in args.select_seeds:
         cells.append((cell_args("1/8", "baseline", "none", seed, args.iterations, args.iterations, test=False),
                       cell_dir(args, "select", "1/8", "baseline", "none", seed)))
         keys.append(("baseline", None, None, seed))
-        for lam in LAMBDAS:
-            for d_lr in D_LRS:
-                chosen = {"lambda_adv": lam, "d_lr": d_lr}
-                cells.append((cell_args("1/8", "+adv", "none", seed, args.iterations, args.iterations, chosen, test=False),
-                              cell_dir(args, "select", "1/8", "+adv", "none", seed, f"_lam{lam:g}_dlr{d_lr:g}")))
-                keys.append(("+adv", lam, d_lr, seed))
+        for lam, d_lr in grid:
+            chosen = {"lambda_adv": lam, "d_lr": d_lr}
+            cells.append((cell_args("1/8", "+adv", "none", seed, args.iterations, args.iterations, chosen, test=False),
+                          cell_dir(args, "select", "1/8", "+adv", "none", seed, f"_lam{lam:g}_dlr{d_lr:g}")))
+            keys.append(("+adv", lam, d_lr, seed))
     summaries = pool_run(cells, args.jobs)
     records = [{"method": m, "lambda_adv": lam, "d_lr": d_lr, "seed": seed,
                 "val_mIoU": runs.final_value(s, "val/mIoU")} for (m, lam, d_lr, seed), s in zip(keys, summaries)]
@@ -134,8 +137,8 @@ def stage_select(args) -> dict:
         vals = [r["val_mIoU"] for r in records if r["lambda_adv"] == lam and r["d_lr"] == d_lr]
         return statistics.fmean(vals) if vals and None not in vals else -math.inf
 
-    best = max(((lam, d_lr) for lam in LAMBDAS for d_lr in D_LRS), key=lambda c: score(*c))
-    selection = {"iterations": args.iterations, "seeds": SELECT_SEEDS, "runs": records,
+    best = max(grid, key=lambda c: score(*c))
+    selection = {"iterations": args.iterations, "seeds": args.select_seeds, "grid": grid, "runs": records,
                  "chosen": {"lambda_adv": best[0], "d_lr": best[1]}}
     path = args.results_dir / "adversarial_segmentation_selection.json"
     path.write_text(json.dumps(selection, indent=1))
@@ -147,7 +150,7 @@ def final_cells(args, chosen: dict) -> list[tuple[tuple, list[str], Path]]:
     generator = None
     out = []
     for labels, method, pretrain in FINAL_GROUPS:
-        if args.only and method not in args.only:
+        if (args.only and method not in args.only) or pretrain not in args.pretrain or labels not in args.labels:
             continue
         if method == "+GAN scenes" and generator is None:
             generator = gan_checkpoint(args)
@@ -200,7 +203,7 @@ def stage_report(args, chosen: dict) -> None:
              f"`python benchmarks/adversarial_segmentation.py --stage final --iterations {args.iterations}` (then "
              "`--stage report`). U-Net (width 24, depth 3, at 32x32 of the 64x64 scenes), batch 8, Adam 3e-3 poly "
              f"0.9, {args.iterations} iterations; test mIoU (points) on the 1,000 test scenes, final weights; "
-             f"settings chosen on the 500 validation scenes with seeds {SELECT_SEEDS}: lambda_adv "
+             f"settings chosen on the 500 validation scenes with seeds {chosen['seeds']}: lambda_adv "
              f"{chosen['lambda_adv']:g}, D lr {chosen['d_lr']:g}. Pretraining `digits`: the U-Net encoder starts "
              "from a digit classifier trained on the scenes' training digits (src/networks/pretraining.py). "
              "Differences are paired by seed against the baseline with the same labels and pretraining "
@@ -274,8 +277,17 @@ def main() -> None:
     parser.add_argument("--stage", choices=("curve", "select", "final", "report"), required=True)
     parser.add_argument("--iterations", type=int, default=2000, help="the budget of select and final")
     parser.add_argument("--curve-iterations", type=int, default=4000)
+    parser.add_argument("--curves", nargs="+", default=["1/8:none", "1/8:digits", "full:none"],
+                        choices=[f"{f}:{p}" for f in FRACTIONS for p in PRETRAIN], help="curve: labels:pretraining")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--only", nargs="+", choices=list(METHODS), default=None, help="final: these methods only")
+    parser.add_argument("--pretrain", nargs="+", choices=list(PRETRAIN), default=list(PRETRAIN),
+                        help="final: these pretraining settings only")
+    parser.add_argument("--labels", nargs="+", choices=list(FRACTIONS), default=list(FRACTIONS),
+                        help="final: these label fractions only")
+    parser.add_argument("--select-seeds", type=int, nargs="+", default=SELECT_SEEDS)
+    parser.add_argument("--select-grid", nargs="+", default=[f"{lam:g}:{d:g}" for lam in LAMBDAS for d in D_LRS],
+                        help="select: lambda_adv:D_lr pairs")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "adversarial_segmentation")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
@@ -288,9 +300,13 @@ def main() -> None:
     elif args.stage == "select":
         stage_select(args)
     else:
-        if not selection_path.is_file():
+        needs_choice = args.stage == "report" or not args.only or set(args.only) & set(ADVERSARIAL)
+        if not selection_path.is_file() and needs_choice:
             raise SystemExit(f"{selection_path} is missing: run --stage select first")
-        chosen = json.loads(selection_path.read_text())["chosen"]
+        chosen = None
+        if selection_path.is_file():
+            selection = json.loads(selection_path.read_text())
+            chosen = {**selection["chosen"], "seeds": selection["seeds"]}
         (stage_final if args.stage == "final" else stage_report)(args, chosen)
     print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
 

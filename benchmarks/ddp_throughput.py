@@ -26,7 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 MODELS: dict[str, dict] = {
-    "dcgan": {"label": "DCGAN, digits (default)", "args": [], "batch": 64},
+    # the default run before 2026-11-30 (width 64), as recorded in docs/scaling.md
+    "dcgan": {"label": "DCGAN, digits (width 64)", "args": ["model.generator.base_width=64",
+                                                           "model.discriminator.base_width=64"], "batch": 64},
     "mlp": {"label": "MLP GAN, ring8", "args": ["experiment=mlp_ring8", "callbacks.samples=null"], "batch": 256},
     "scenes_adv": {"label": "adv. segmentation, scenes", "args": ["experiment=scenes_adv"], "batch": 8,
                    "needs": ("src/models/adversarial_segmentation.py", "experiments/scenes_adv.yaml")},

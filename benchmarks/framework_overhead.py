@@ -13,7 +13,7 @@ every hook count (the framework's number is its own `perf/train_batches_per_s`, 
 The plain loop indexes the in-memory training tensors with a fresh permutation per epoch (the fastest data
 path a hand-written loop would take) and updates the players as the framework's default rule does.
 
-Models: `dcgan` (the default run: DCGAN on the digits, batch 64, Adam 2e-4, non-saturating loss), `mlp`
+Models: `dcgan` (the default run: DCGAN on the digits, width 32, batch 64, Adam 5e-4, non-saturating loss), `mlp`
 (experiment mlp_grid25: MLP GAN z=2, 3x400, batch 256, Adam), `scenes` (experiment scenes_supervised:
 U-Net segmenter on the scenes, batch 8, Adam with the poly schedule, cross-entropy with void pixels).
 `mlp_compiled` is the MLP GAN with its networks compiled (``+callbacks.compile=...``), against the same

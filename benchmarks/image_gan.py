@@ -44,7 +44,7 @@ from benchmarks import runs  # noqa: E402
 GRID = [5e-3, 1e-3, 5e-4, 1e-4, 5e-5]
 RULES = ["PRP", "HS", "DY", "HS_DY", "FR_PRP", "HZ"]
 ARCHS = {
-    "dcgan": ["model=gan_dcgan"],
+    "dcgan": ["model=gan_dcgan"],  # the default run's networks (width 32)
     "sngan": ["model=gan_sngan", "model.generator.base_width=64", "model.discriminator.base_width=64",
               "model.loss=ns", "model.latent_dim=64"],
 }

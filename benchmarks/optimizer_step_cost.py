@@ -1,4 +1,5 @@
-"""Per-step cost of the per-player optimizers on the default DCGAN players, on CPU.
+"""Per-step cost of the per-player optimizers on the DCGAN players at width 64 (the default run's until
+2026-11-30), on CPU.
 
     python benchmarks/optimizer_step_cost.py [--steps 300] [--threads 1]
 

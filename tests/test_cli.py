@@ -37,7 +37,8 @@ def test_every_preset_runs_fast_dev_run(experiment, cli):
 
 def test_default_run_leaves_everything_in_its_output_dir(cli):
     """Config + choices + overrides, checkpoints (last, best), sample PNGs, CSV, wandb (offline), summary."""
-    result = cli("trainer.max_epochs=2", "trainer.limit_train_batches=8", "trainer.limit_val_batches=1")
+    result = cli("trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1", "trainer.limit_train_batches=8",
+                 "trainer.limit_val_batches=1")
     assert result.returncode == 0, result.output[-3000:]
     d = result.run_dir
     assert (d / ".hydra" / "config.yaml").is_file() and (d / ".hydra" / "overrides.yaml").is_file()
@@ -63,7 +64,7 @@ def test_every_output_counts_the_same_steps(cli):
     from tests.helpers import wandb_history
 
     result = cli("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=1",
-                 "trainer.log_every_n_steps=2", "model.num_eval_samples=64")
+                 "trainer.check_val_every_n_epoch=1", "trainer.log_every_n_steps=2", "model.num_eval_samples=64")
     assert result.returncode == 0, result.output[-3000:]
     d, train_steps, val_steps = result.run_dir, {2, 4, 6, 8, 10, 12}, {6, 12}
     with open(d / "csv" / "metrics.csv") as fh:

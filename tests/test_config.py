@@ -106,6 +106,17 @@ def test_experiment_with_and_without_plus_compose_the_same_config(tmp_path):
     assert a.task_name == "mlp_ring8" and a.dataset.mixture == "ring8"
 
 
+def test_the_bare_groups_are_the_default_run_preset(tmp_path):
+    """`python -m src.run` and `experiment=dcgan_digits` train the same run (the preset pins the defaults),
+    and a group chosen without a preset keeps its own settings (no default-run value leaks into it)."""
+    bare = OmegaConf.to_container(compose([], output_dir=tmp_path))
+    preset = OmegaConf.to_container(compose(["experiment=dcgan_digits"], output_dir=tmp_path))
+    assert bare.pop("task_name") == "gan" and preset.pop("task_name") == "dcgan_digits"
+    assert bare == preset
+    hung = compose(["optimizer=hung"], output_dir=tmp_path)
+    assert hung.optimizer.lr == OmegaConf.load(CONF / "optimizer" / "hung.yaml").lr != bare["optimizer"]["lr"] == 5e-4
+
+
 #: what each debug preset caps: trainer keys that must be set to these values, and the most iterations
 DEBUG_CAPS = {"fast_dev_run": ({"fast_dev_run": True}, 1), "limit": ({"limit_train_batches": 5}, 10),
               "overfit": ({"overfit_batches": 3}, 60), "profiler": ({"limit_train_batches": 20}, 20)}

@@ -37,10 +37,11 @@ def test_eval_reproduces_the_runs_validation_metrics_and_writes_samples(gan_run,
     reproduced = summary["reproduces"]
     assert {"val/fid", "val/kid", "val/is", "val/mmd", "val/d_loss"} <= set(reproduced)
     assert all(r["rel_diff"] <= 1e-3 for r in reproduced.values()), reproduced
-    # the protocol is stored with the numbers, identical in the run and in the evaluation
+    # the protocol is stored with the numbers, identical in the run and in the evaluation; the reference
+    # set is every training digit (dataset.metrics.quality.reference: train; 4500 of them)
     p_run, p_eval = run["metric_protocols"]["quality"], summary["metric_protocols"]["quality"]
     assert p_run["backbone"] == "digits_cnn" and p_run["weights_sha256"] == p_eval["weights_sha256"]
-    assert p_run["num_fake"] == 1000 and p_run["num_real"] == 250 and p_run["resize"] == "none"
+    assert p_run["num_fake"] == 1000 and p_run["reference"] == "train" and p_run["num_real"] == 4500 and p_run["resize"] == "none"
     # samples: one PNG each, a grid and an npz
     assert len(list((out / "samples").glob("*.png"))) == 6 and (out / "samples_grid.png").is_file()
     npz = np.load(out / "samples.npz")
