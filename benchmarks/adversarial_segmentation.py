@@ -224,6 +224,17 @@ def stage_report(args, chosen: dict) -> None:
         n = sum(v is not None for v in vals)
         lines.append(f"| {labels} | {method} | {pretrain} | {n} | {mean:.1f} ± {std:.1f} | {diff} | "
                      f"{vmean:.1f} ± {vstd:.1f} |")
+    selection_path = args.results_dir / "adversarial_segmentation_selection.json"
+    if selection_path.is_file():
+        selection = json.loads(selection_path.read_text())
+        lines += ["", f"Selection (1/8 labels, no pretraining, {selection['iterations']} iterations, final validation "
+                  "mIoU in points; the chosen pair has the best mean over the selection seeds):", "",
+                  "| method | lambda_adv | D lr | seed | val mIoU |", "|---|---|---|---|---|"]
+        for r in selection["runs"]:
+            val = "—" if r["val_mIoU"] is None else f"{pct(r['val_mIoU']):.1f}"
+            lam = "—" if r["lambda_adv"] is None else f"{r['lambda_adv']:g}"
+            d_lr = "—" if r["d_lr"] is None else f"{r['d_lr']:g}"
+            lines.append(f"| {r['method']} | {lam} | {d_lr} | {r['seed']} | {val} |")
     lines += ["", "Discriminator diagnostics (mean over seeds of each run's mean over its second half): D's "
               "accuracy on ground-truth maps and on predicted maps, and the weighted adversarial gradient's norm "
               "on S's parameters relative to the cross-entropy's.", "",
