@@ -37,7 +37,6 @@ import math
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,11 +91,6 @@ def cell_dir(args, stage: str, labels: str, method: str, pretrain: str, seed: in
     return args.runs_dir / stage / labels.replace("/", "of") / f"{name}_{pretrain}{extra}" / f"seed{seed}"
 
 
-def pool_run(cells: list[tuple[list[str], Path]], jobs: int) -> list[dict | None]:
-    with ThreadPoolExecutor(jobs) as pool:
-        return list(pool.map(lambda c: runs.run_cell(*c), cells))
-
-
 def gan_checkpoint(args) -> str:
     """The conditional digits GAN of the +GAN scenes rows (trained once: experiment=digits_cgan_scenes)."""
     run_dir = args.runs_dir / "gan" / "digits_cgan_scenes"
@@ -114,7 +108,7 @@ def stage_curve(args) -> None:
         f, p = cell.split(":")
         cells.append((cell_args(f, "baseline", p, 100, args.curve_iterations, 250, test=False),
                       cell_dir(args, "curve", f, "baseline", p, 100)))
-    pool_run(cells, args.jobs)
+    runs.run_cells(cells, args.jobs)
 
 
 def stage_select(args) -> dict:
@@ -129,7 +123,7 @@ def stage_select(args) -> dict:
             cells.append((cell_args("1/8", "+adv", "none", seed, args.iterations, args.iterations, chosen, test=False),
                           cell_dir(args, "select", "1/8", "+adv", "none", seed, f"_lam{lam:g}_dlr{d_lr:g}")))
             keys.append(("+adv", lam, d_lr, seed))
-    summaries = pool_run(cells, args.jobs)
+    summaries = runs.run_cells(cells, args.jobs)
     records = [{"method": m, "lambda_adv": lam, "d_lr": d_lr, "seed": seed,
                 "val_mIoU": runs.final_value(s, "val/mIoU")} for (m, lam, d_lr, seed), s in zip(keys, summaries)]
 
@@ -140,13 +134,18 @@ def stage_select(args) -> dict:
     best = max(grid, key=lambda c: score(*c))
     selection = {"iterations": args.iterations, "seeds": args.select_seeds, "grid": grid, "runs": records,
                  "chosen": {"lambda_adv": best[0], "d_lr": best[1]}}
-    path = args.results_dir / "adversarial_segmentation_selection.json"
+    path = selection_file(args)
     path.write_text(json.dumps(selection, indent=1))
     print(f"chosen: lambda_adv {best[0]:g}, D lr {best[1]:g} (mean val mIoU {score(*best):.4f}); {path}")
     return selection
 
 
-def final_cells(args, chosen: dict) -> list[tuple[tuple, list[str], Path]]:
+def selection_file(args) -> Path:
+    """Where the select stage writes its runs and the chosen pair (final and report read it)."""
+    return args.results_dir / "adversarial_segmentation_selection.json"
+
+
+def final_cells(args, chosen: dict | None) -> list[tuple[tuple, list[str], Path]]:
     generator = None
     out = []
     for labels, method, pretrain in FINAL_GROUPS:
@@ -161,8 +160,8 @@ def final_cells(args, chosen: dict) -> list[tuple[tuple, list[str], Path]]:
     return out
 
 
-def stage_final(args, chosen: dict) -> None:
-    pool_run([(a, d) for _, a, d in final_cells(args, chosen)], args.jobs)
+def stage_final(args, chosen: dict | None) -> None:
+    runs.run_cells([(a, d) for _, a, d in final_cells(args, chosen)], args.jobs)
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -174,7 +173,7 @@ def _mean_over_second_half(run_dir: Path, metric: str) -> float | None:
     return statistics.fmean(half) if half else None
 
 
-def stage_report(args, chosen: dict) -> None:
+def stage_report(args, selection: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,8 +202,8 @@ def stage_report(args, chosen: dict) -> None:
              f"`python benchmarks/adversarial_segmentation.py --stage final --iterations {args.iterations}` (then "
              "`--stage report`). U-Net (width 24, depth 3, at 32x32 of the 64x64 scenes), batch 8, Adam 3e-3 poly "
              f"0.9, {args.iterations} iterations; test mIoU (points) on the 1,000 test scenes, final weights; "
-             f"settings chosen on the 500 validation scenes with seeds {chosen['seeds']}: lambda_adv "
-             f"{chosen['lambda_adv']:g}, D lr {chosen['d_lr']:g}. Pretraining `digits`: the U-Net encoder starts "
+             f"settings chosen on the 500 validation scenes with seeds {selection['seeds']}: lambda_adv "
+             f"{selection['chosen']['lambda_adv']:g}, D lr {selection['chosen']['d_lr']:g}. Pretraining `digits`: the U-Net encoder starts "
              "from a digit classifier trained on the scenes' training digits (src/networks/pretraining.py). "
              "Differences are paired by seed against the baseline with the same labels and pretraining "
              "(full labels for Luc et al.), with 95% t-intervals.", "",
@@ -224,17 +223,14 @@ def stage_report(args, chosen: dict) -> None:
         n = sum(v is not None for v in vals)
         lines.append(f"| {labels} | {method} | {pretrain} | {n} | {mean:.1f} ± {std:.1f} | {diff} | "
                      f"{vmean:.1f} ± {vstd:.1f} |")
-    selection_path = args.results_dir / "adversarial_segmentation_selection.json"
-    if selection_path.is_file():
-        selection = json.loads(selection_path.read_text())
-        lines += ["", f"Selection (1/8 labels, no pretraining, {selection['iterations']} iterations, final validation "
-                  "mIoU in points; the chosen pair has the best mean over the selection seeds):", "",
-                  "| method | lambda_adv | D lr | seed | val mIoU |", "|---|---|---|---|---|"]
-        for r in selection["runs"]:
-            val = "—" if r["val_mIoU"] is None else f"{pct(r['val_mIoU']):.1f}"
-            lam = "—" if r["lambda_adv"] is None else f"{r['lambda_adv']:g}"
-            d_lr = "—" if r["d_lr"] is None else f"{r['d_lr']:g}"
-            lines.append(f"| {r['method']} | {lam} | {d_lr} | {r['seed']} | {val} |")
+    lines += ["", f"Selection (1/8 labels, no pretraining, {selection['iterations']} iterations, final validation "
+              "mIoU in points; the chosen pair has the best mean over the selection seeds):", "",
+              "| method | lambda_adv | D lr | seed | val mIoU |", "|---|---|---|---|---|"]
+    for r in selection["runs"]:
+        val = "—" if r["val_mIoU"] is None else f"{pct(r['val_mIoU']):.1f}"
+        lam = "—" if r["lambda_adv"] is None else f"{r['lambda_adv']:g}"
+        d_lr = "—" if r["d_lr"] is None else f"{r['d_lr']:g}"
+        lines.append(f"| {r['method']} | {lam} | {d_lr} | {r['seed']} | {val} |")
     lines += ["", "Discriminator diagnostics (mean over seeds of each run's mean over its second half): D's "
               "accuracy on ground-truth maps and on predicted maps, and the weighted adversarial gradient's norm "
               "on S's parameters relative to the cross-entropy's.", "",
@@ -299,13 +295,11 @@ def main() -> None:
     parser.add_argument("--select-seeds", type=int, nargs="+", default=SELECT_SEEDS)
     parser.add_argument("--select-grid", nargs="+", default=[f"{lam:g}:{d:g}" for lam in LAMBDAS for d in D_LRS],
                         help="select: lambda_adv:D_lr pairs")
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "adversarial_segmentation")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
+    runs.add_arguments(parser, "adversarial_segmentation")
     args = parser.parse_args()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    selection_path = args.results_dir / "adversarial_segmentation_selection.json"
+    selection_path = selection_file(args)
     if args.stage == "curve":
         stage_curve(args)
     elif args.stage == "select":
@@ -314,11 +308,11 @@ def main() -> None:
         needs_choice = args.stage == "report" or not args.only or set(args.only) & set(ADVERSARIAL)
         if not selection_path.is_file() and needs_choice:
             raise SystemExit(f"{selection_path} is missing: run --stage select first")
-        chosen = None
-        if selection_path.is_file():
-            selection = json.loads(selection_path.read_text())
-            chosen = {**selection["chosen"], "seeds": selection["seeds"]}
-        (stage_final if args.stage == "final" else stage_report)(args, chosen)
+        selection = json.loads(selection_path.read_text()) if selection_path.is_file() else None
+        if args.stage == "final":
+            stage_final(args, selection and selection["chosen"])
+        else:
+            stage_report(args, selection)
     print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
 
 

@@ -224,9 +224,7 @@ def main() -> None:
     parser.add_argument("--off-diagonal", action=argparse.BooleanOptionalAction, default=True,
                         help="select: also lr_D one grid step above and below the best lr_G = lr_D")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / "image_gan")
-    parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
+    runs.add_arguments(parser, "image_gan")
     args = parser.parse_args()
     args.results_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -245,11 +243,9 @@ def main() -> None:
         elif args.stage == "final":
             chosen = choices(json.loads(sel_path.read_text())["runs"])
             cells = [(opt, seed) for seed in args.seeds for opt in chosen]
-            with ThreadPoolExecutor(args.jobs) as pool:
-                list(pool.map(lambda c: run_cell(
-                    overrides(arch, c[0], chosen[c[0]]["lr_g"], chosen[c[0]]["lr_d"], c[1], args.budget, args.samples,
-                              4, chosen[c[0]]["rule"]),
-                    args.runs_dir / "final" / arch / c[0] / f"seed{c[1]}"), cells))
+            runs.run_cells([(overrides(arch, opt, chosen[opt]["lr_g"], chosen[opt]["lr_d"], seed, args.budget,
+                                       args.samples, 4, chosen[opt]["rule"]),
+                             args.runs_dir / "final" / arch / opt / f"seed{seed}") for opt, seed in cells], args.jobs)
         else:
             report(arch, args)
     print(f"total wall time {(time.perf_counter() - t0) / 60:.1f} min", flush=True)

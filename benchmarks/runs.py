@@ -3,6 +3,7 @@ reused when a run that ended (finished, or failed by itself, e.g. diverged) is a
 interrupted and started again continues."""
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +51,19 @@ def run_cell(args: list[str], run_dir: Path, threads: int = 1) -> dict | None:
         else:
             print(f"  {run_dir}: {summary.get('global_step')} iterations in {time.perf_counter() - t0:.0f} s", flush=True)
     return summary
+
+
+def run_cells(cells: list[tuple[list[str], Path]], jobs: int) -> list[dict | None]:
+    """:func:`run_cell` for each (args, run_dir), `jobs` at a time, in order."""
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(lambda c: run_cell(*c), cells))
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """--jobs, --runs-dir (default outputs/<name>) and --results-dir (experiments/results) of a benchmark."""
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "outputs" / name)
+    parser.add_argument("--results-dir", type=Path, default=ROOT / "experiments" / "results")
 
 
 def final_value(summary: dict | None, metric: str) -> float | None:
