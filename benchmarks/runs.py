@@ -1,6 +1,8 @@
 """Running benchmark cells as ordinary CLI runs: ``python -m src.run ARGS`` in its own directory, one thread,
 reused when a run that ended (finished, or failed by itself, e.g. diverged) is already there: a benchmark
-interrupted and started again continues."""
+interrupted and started again continues. A cell being run holds a lock file beside its directory, so two
+benchmark processes given the same cell (two invocations on one --runs-dir) run it once: the second waits for
+the first's summary instead of writing into the same directory."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +14,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PRINT = threading.Lock()
+LOCK_POLL_S = 5.0  # how often a process waiting for another's cell looks again
 
 
 def ended(run_dir: Path) -> dict | None:
@@ -32,12 +36,61 @@ def ok(summary: dict | None) -> bool:
     return summary is not None and summary.get("status") == "finished"
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+@contextmanager
+def cell_lock(run_dir: Path):
+    """Hold `RUN_DIR.lock` (holding this process's pid) while the body runs; wait while a live process holds it.
+    A lock whose process is gone (a killed benchmark) is taken over. Processes on one machine only: the pid
+    check cannot see another host's processes."""
+    lock = run_dir.with_name(run_dir.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                text, age = lock.read_text().strip(), time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if (text.isdigit() and not _alive(int(text))) or (not text and age > 60):
+                lock.unlink(missing_ok=True)  # its process is gone
+                continue
+            if not waited:
+                with PRINT:
+                    print(f"  {run_dir}: another process (pid {text or '?'}) is running this cell; waiting", flush=True)
+                waited = True
+            time.sleep(LOCK_POLL_S)
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
 def run_cell(args: list[str], run_dir: Path, threads: int = 1) -> dict | None:
     """Run `python -m src.run ARGS hydra.run.dir=RUN_DIR` with `threads` threads unless it ended before; its
     summary (check :func:`ok`: a failed run's status says why), None when the run left no summary."""
     summary = ended(run_dir)
     if summary is not None:
         return summary
+    with cell_lock(run_dir):
+        summary = ended(run_dir)  # another process may have run it while this one waited
+        return summary if summary is not None else _run(args, run_dir, threads)
+
+
+def _run(args: list[str], run_dir: Path, threads: int) -> dict | None:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
     env = {k: v for k, v in env.items() if not k.startswith("WANDB_")}
     t0 = time.perf_counter()
