@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = 11
 CLASS_NAMES = ("background",) + tuple(f"digit_{d}" for d in range(10))
 
+#: below this class agreement of the generated digits, extra GAN scenes get a warning: most of their masks carry
+#: a wrong class (a GAN at 23.7% cost 7-17 mIoU points on scenes: experiments/README.md)
+MIN_CLASS_AGREEMENT = 0.5
 #: dataset.extra_scenes: its keys and their defaults (source has none)
 EXTRA_DEFAULTS = {"source": None, "ratio": 1.0, "generator": None, "pool": 2000, "measure_agreement": True}
 EXTRA_SOURCES = ("real", "gan")
@@ -467,6 +470,11 @@ class ScenesDataModule(SegmentationDataModule):
                              f"{self.extra_class_agreement:.1%} of the generated digits")
             log.info("scenes: %d extra labeled scenes from %d GAN digits (%d per class, %s generator of %s; %s)%s",
                      count, pool, pool // 10, "EMA" if digits["ema"] else "raw", path, what, agreement)
+            if self.extra_class_agreement is not None and self.extra_class_agreement < MIN_CLASS_AGREEMENT:
+                log.warning("scenes: the generator %s is weakly conditional: the digits classifier agrees with the "
+                            "conditioned class on only %.1f%% of its digits (chance: 10%%), so most extra scenes "
+                            "carry a wrong class in their masks; train it longer (experiments/digits_cgan_scenes.yaml)",
+                            path, 100 * self.extra_class_agreement)
         return TensorSource(data["images"], data["masks"], [f"extra_{source}_{i:05d}" for i in range(count)])
 
     def _warn_about_generator_digits(self, path: str, dataset: dict) -> None:

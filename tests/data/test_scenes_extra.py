@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from src.data.digits import DigitsDataModule, load_digits_array
 from src.data.scenes import (ScenesDataModule, generate_extra_scenes, generated_digits, generated_digits_agreement,
                              split_sources)
+import src.data.scenes as scenes_module
 from src.data.segmentation import ConcatSource
 from src.train import build_datamodule, build_model
 from src.utils.errors import ConfigError, DataError
@@ -226,3 +227,11 @@ def test_the_preset_trains_on_the_scenes_training_digits(tmp_path):
     scenes = compose(["dataset=scenes"], output_dir=tmp_path).dataset
     assert list(cfg.dataset.scene_split) == [scenes.val_source_fraction, scenes.test_source_fraction,
                                              scenes.generation_seed]
+
+
+@pytest.mark.parametrize("threshold, warned", [(1.01, True), (0.0, False)])
+def test_a_weakly_conditional_generator_gets_a_warning(cgan_ckpt, caplog, monkeypatch, threshold, warned):
+    monkeypatch.setattr(scenes_module, "MIN_CLASS_AGREEMENT", threshold)
+    with caplog.at_level(logging.INFO, logger="src.data.scenes"):
+        make(gan(cgan_ckpt, measure_agreement=True), cache_dir=str(ROOT / ".cache"))
+    assert ("weakly conditional" in caplog.text) is warned
