@@ -14,7 +14,6 @@ from omegaconf import OmegaConf
 from src.data.digits import DigitsDataModule, load_digits_array
 from src.data.scenes import (ScenesDataModule, generate_extra_scenes, generated_digits, generated_digits_agreement,
                              split_sources)
-import src.data.scenes as scenes_module
 from src.data.segmentation import ConcatSource
 from src.train import build_datamodule, build_model
 from src.utils.errors import ConfigError, DataError
@@ -231,7 +230,7 @@ def test_the_preset_trains_on_the_scenes_training_digits(tmp_path):
 
 @pytest.mark.parametrize("threshold, warned", [(1.01, True), (0.0, False)])
 def test_a_weakly_conditional_generator_gets_a_warning(cgan_ckpt, caplog, monkeypatch, threshold, warned):
-    monkeypatch.setattr(scenes_module, "MIN_CLASS_AGREEMENT", threshold)
+    monkeypatch.setattr("src.data.scenes.MIN_CLASS_AGREEMENT", threshold)
     with caplog.at_level(logging.INFO, logger="src.data.scenes"):
         make(gan(cgan_ckpt, measure_agreement=True), cache_dir=str(ROOT / ".cache"))
     assert ("weakly conditional" in caplog.text) is warned
