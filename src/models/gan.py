@@ -24,6 +24,10 @@ Options researchers expect of an image GAN:
   its randomness drawn from the step's seeded generators (resumes exactly).
 * ``gead_weight``: the seed-003 regulariser (GEAD): D's loss + w * mean((D(G(z)) - D(x))^2) over the batch's
   logits paired by position (the seed's code: w = 1e-4); G's loss unchanged. Not zero-sum.
+* ``r1_weight``: the R1 penalty (Mescheder, Geiger & Nowozin, "Which Training Methods for GANs do actually
+  Converge?", ICML 2018): D's loss + gamma / 2 * E ||grad_x D(x)||^2 on the real batch, which makes
+  the game locally convergent; ``r1_every`` > 1 applies it lazily, every k-th discriminator update at k times
+  the weight (Karras et al., StyleGAN2, CVPR 2020). Not zero-sum.
 """
 from __future__ import annotations
 
@@ -59,6 +63,8 @@ class GAN(AdversarialModule):
         n_critic: int = 1,
         gp_weight: float = 10.0,
         gead_weight: float = 0.0,
+        r1_weight: float = 0.0,
+        r1_every: int = 1,
         latent_dim: int = 64,
         num_classes: int | None = None,
         ema_decay: float | None = None,
@@ -74,6 +80,8 @@ class GAN(AdversarialModule):
         require(isinstance(n_critic, int) and n_critic >= 1, "model.n_critic", f"must be an integer >= 1, got {n_critic!r}")
         require(gp_weight >= 0, "model.gp_weight", f"must be >= 0, got {gp_weight}")
         require(gead_weight >= 0, "model.gead_weight", f"must be >= 0, got {gead_weight}")
+        require(r1_weight >= 0, "model.r1_weight", f"must be >= 0, got {r1_weight}")
+        require(isinstance(r1_every, int) and r1_every >= 1, "model.r1_every", f"must be an integer >= 1, got {r1_every!r}")
         require(getattr(generator, "latent_dim", latent_dim) == latent_dim, "model.latent_dim",
                 "differs from the generator's latent_dim")
         require(ema_decay is None or 0.0 <= ema_decay < 1.0, "model.ema_decay",
@@ -93,6 +101,7 @@ class GAN(AdversarialModule):
         self.generator, self.discriminator = generator, discriminator
         self.loss = get_adversarial_loss(loss)
         self.n_critic, self.gp_weight, self.gead_weight = n_critic, float(gp_weight), float(gead_weight)
+        self.r1_weight, self.r1_every = float(r1_weight), r1_every
         self.latent_dim, self.num_classes = latent_dim, num_classes
         self.ema_decay, self.ema_start = ema_decay, int(ema_start)
         self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay is not None else None
@@ -129,6 +138,8 @@ class GAN(AdversarialModule):
             return f"model.loss={self.loss.name} is not zero-sum; use model.loss=wgan or model.loss=minimax"
         if self.gead_weight > 0:
             return "model.gead_weight > 0 adds a term to the discriminator's loss only: the game is not zero-sum"
+        if self.r1_weight > 0:
+            return "model.r1_weight > 0 adds a term to the discriminator's loss only: the game is not zero-sum"
         return None
 
     # ----------------------------------------------------------------------------------------- sample
@@ -208,7 +219,11 @@ class GAN(AdversarialModule):
         out: dict[str, Tensor] = {}
         fake_logits = None
         if DISCRIMINATOR in players:
-            real_logits = self._d(self._augment(real, AUGMENT_REAL), y_real)
+            real_in = self._augment(real, AUGMENT_REAL)
+            r1_now = self.r1_weight > 0 and self.iteration % self.r1_every == 0
+            if r1_now:
+                real_in = real_in.detach().requires_grad_(True)
+            real_logits = self._d(real_in, y_real)
             fake_logits = self._d(self._augment(fake, AUGMENT_FAKE), y_fake)
             d_loss = self.loss.discriminator(real_logits, fake_logits)
             if self.loss.gradient_penalty and self.gp_weight > 0:
@@ -219,6 +234,11 @@ class GAN(AdversarialModule):
                 gead = (fake_logits - real_logits).pow(2).mean()
                 self.record(gead=gead)
                 d_loss = d_loss + self.gead_weight * gead
+            if r1_now:
+                (grad,) = torch.autograd.grad(real_logits.sum(), real_in, create_graph=True)
+                r1 = grad.pow(2).flatten(1).sum(1).mean()
+                self.record(r1=r1)
+                d_loss = d_loss + 0.5 * self.r1_weight * self.r1_every * r1
             out[DISCRIMINATOR] = d_loss
             self.record(d_loss=d_loss, d_real=self.loss.output(real_logits.detach()).mean(),
                         d_fake=self.loss.output(fake_logits.detach()).mean())

@@ -221,6 +221,34 @@ def test_gead_adds_the_weighted_squared_logit_gap_to_the_discriminators_loss_onl
     assert "gead_weight" in _gan("wgan", gead_weight=0.5).zero_sum_error() and _gan("wgan").zero_sum_error() is None
 
 
+def test_r1_adds_half_gamma_times_the_squared_input_gradient_on_real_data_lazily(at_iteration):
+    real = torch.randn(8, 2)
+    plain, r1, lazy = _gan(), _gan(r1_weight=2.0), _gan(r1_weight=2.0, r1_every=4)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(r1.discriminator(x).sum(), x)
+    penalty = grad.pow(2).sum(1).mean().item()
+    assert penalty > 0
+    at_iteration(0)
+    a = plain.losses((real,), ["discriminator"])["discriminator"].item()
+    assert r1.losses((real,), ["discriminator"])["discriminator"].item() == pytest.approx(a + 0.5 * 2.0 * penalty, rel=1e-5)
+    # lazy: k times the weight every k-th iteration, nothing in between
+    assert lazy.losses((real,), ["discriminator"])["discriminator"].item() == pytest.approx(a + 4 * penalty, rel=1e-5)
+    at_iteration(1)
+    assert lazy.losses((real,), ["discriminator"])["discriminator"].item() == \
+        pytest.approx(plain.losses((real,), ["discriminator"])["discriminator"].item(), rel=1e-6)
+    # the penalty reaches D's parameters (a second-order term) and leaves G's loss alone
+    at_iteration(0)
+    r1.gradients("discriminator", r1.losses((real,), ["discriminator"])["discriminator"])
+    plain.gradients("discriminator", plain.losses((real,), ["discriminator"])["discriminator"])
+    assert not torch.allclose(r1.discriminator.net[0].weight.grad, plain.discriminator.net[0].weight.grad)
+    r1._phase = plain._phase = 1
+    assert r1.losses((real,), ["generator"])["generator"].item() == plain.losses((real,), ["generator"])["generator"].item()
+    assert "r1_weight" in _gan("wgan", r1_weight=1.0).zero_sum_error()
+    for bad in ({"r1_weight": -1.0}, {"r1_every": 0}):
+        with pytest.raises(ConfigError, match="model.r1_"):
+            _gan(**bad)
+
+
 def test_a_conditional_gan_trains_on_labels_and_generates_chosen_classes():
     from src.networks.sngan import SNGANDiscriminator, SNGANGenerator
 
