@@ -93,7 +93,7 @@ def optimizer_facts(optimizer: str, experiment: str = "mlp_grid25", extra: tuple
         lrs[p] = (target, float(own.get("lr", lr)))
     return {"joint": is_game_optimizer(cls), "zero_sum": bool(getattr(cls, "requires_zero_sum", False)),
             "lrs": lrs, "lr": lr, "loss": str(cfg.model.loss), "batch": int(cfg.dataset.batch_size),
-            "scheduler": node.get("scheduler") is not None,
+            "scheduler": node.scheduler._target_.rsplit(".", 1)[-1] if node.get("scheduler") is not None else None,
             "schedule_length": node.get("scheduler") is not None and "total_iters" in node.scheduler
             and node.scheduler.total_iters is None,
             "lookahead": node.get("lookahead") is not None}
@@ -229,7 +229,7 @@ def lr_text(facts: dict) -> str:
         text = f"{lg:g}"
     else:
         text = f"G {cg} {lg:g}, D {cd} {ld:g}"
-    return text + (" (poly)" if facts["scheduler"] else "")
+    return text + (f" ({facts['scheduler']})" if facts["scheduler"] else "")
 
 
 def command(dataset: str, optimizer: str, args, facts: dict, seeds: list[int], gpu: bool = False) -> str:
@@ -285,7 +285,7 @@ def report(records: list[dict], facts: dict, args, total_wall: float, floor: dic
         "of the centre) and the high-quality fraction, mean ± std over seeds. `goal` = seeds with all modes "
         "captured and >= 95% high quality. CGD and ACGD need a "
         f"zero-sum game and train with `model.loss={args.zero_sum_loss}`. Optimizers whose schedule has a length "
-        f"decay over the whole run (`(poly)` in the lr column).",
+        f"decay over the whole run (the lr column names the schedule, e.g. `(PolynomialLR)`).",
         "",
         f"{len(records)} cells, trained on "
         + ", ".join(f"{n} x {d}" for d, n in devices.items())
