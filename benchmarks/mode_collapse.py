@@ -22,7 +22,8 @@ captured if it gets one high-quality sample. The table (mean +- std over seeds) 
 and written to experiments/results/mode_collapse.md beside the published PacGAN numbers (Lin et al.
 2018, Table 1); experiments/results/mode_collapse_{grid25,ring8}.png show seed 0's samples, one panel per
 optimizer. Each cell's run directory (outputs/mode_collapse/b<budget>/<dataset>/<optimizer>/seed<S>/)
-holds its summary.json, csv/metrics.csv and samples.npy; a cell already done at the same settings is
+holds its summary.json, csv/metrics.csv and samples.npy; a cell already done with the same resolved config (its
+overrides and the preset files as they are now) is
 reused (``--fresh`` reruns everything); ``--tag`` keeps variants apart. The Markdown file lists the command
 line that reruns each cell. ``--accelerator gpu`` trains each cell with ``trainer=gpu`` (several jobs share
 the GPU); the device is recorded per cell and does not change the overrides.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -128,18 +130,11 @@ def run_cell(task: dict) -> dict:
     """Train one cell in this process (or reuse a finished one); returns its record."""
     out = Path(task["dir"])
     record_path = out / "cell.json"
-    if not task["fresh"] and record_path.is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("overrides") == task["overrides"] and (out / "samples.npy").is_file():
-            record["reused"] = True
-            return record
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
 
     import numpy as np
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
     from src.metrics.mode_coverage import mode_statistics
     from src.data.mixtures import mixture_centers
@@ -155,8 +150,18 @@ def run_cell(task: dict) -> dict:
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
         del cfg["hydra"]
+    # The same overrides may mean another run once a preset file changed: a cell is reused only when its
+    # resolved config is the one it was trained with.
+    digest = hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:16]
+    if not task["fresh"] and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("config") == digest and (out / "samples.npy").is_file():
+            record["reused"] = True
+            return record
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     record = {"dataset": task["dataset"], "optimizer": task["optimizer"], "seed": task["seed"],
-              "overrides": task["overrides"], "budget": task["budget"], "reused": False,
+              "overrides": task["overrides"], "config": digest, "budget": task["budget"], "reused": False,
               "accelerator": task.get("accelerator", "cpu"),
               "where": where(task.get("accelerator", "cpu"), task.get("threads", 1))}
     t0 = time.perf_counter()

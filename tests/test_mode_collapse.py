@@ -45,3 +45,24 @@ def test_benchmark_cells_are_cli_commands_of_the_presets():
     assert (long["lr"], long["batch"], long["loss"], long["schedule_length"]) == (1e-3, 256, "ns", True)
     assert bench.cell_overrides("grid25", "adam", 1, 500, long, "wgan", "mlp_grid25_long", ("model.loss=ns",)) == [
         "experiment=mlp_grid25_long", "optimizer=adam", "seed=1", "trainer.max_steps=500", "model.loss=ns"]
+
+
+def test_a_cell_is_reused_only_while_its_resolved_config_is_the_same(tmp_path, monkeypatch):
+    """The same overrides name another run once a preset file changes (modelled here by an extra base
+    override): the finished cell is then trained again, not reused."""
+    import importlib.util
+
+    from tests.helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("mode_collapse", ROOT / "benchmarks" / "mode_collapse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    task = {"dir": str(tmp_path / "cell"), "fresh": False, "dataset": "ring8", "optimizer": "adam", "seed": 0,
+            "budget": 4, "overrides": ["experiment=mlp_ring8", "optimizer=adam", "seed=0", "trainer.max_steps=4",
+                                       "model.num_eval_samples=100"]}
+    first = bench.run_cell(task)
+    assert first["status"] == "finished" and not first["reused"]
+    assert bench.run_cell(task)["reused"]
+    monkeypatch.setattr(bench, "BASE_OVERRIDES", bench.BASE_OVERRIDES + ["model.ema_decay=0.9"])
+    again = bench.run_cell(task)
+    assert not again["reused"] and again["config"] != first["config"]
