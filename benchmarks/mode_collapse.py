@@ -198,7 +198,10 @@ def untrained(dataset: str, seed: int) -> dict:
     from src.metrics.mode_coverage import mode_statistics
     from src.train import build_model
 
+    import pytorch_lightning as pl
+
     cfg = _compose([f"experiment=mlp_{dataset}", f"seed={seed}"])
+    pl.seed_everything(seed, verbose=False)  # the networks' initialisation: the same numbers on every call
     model = build_model(cfg)
     stats = mode_statistics(model.sample_fixed(2500).float(), mixture_centers(dataset), float(cfg.dataset.std))
     return {"modes": float(stats["modes_captured"]), "hq": float(stats["hq_fraction"]),

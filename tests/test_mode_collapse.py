@@ -66,3 +66,18 @@ def test_a_cell_is_reused_only_while_its_resolved_config_is_the_same(tmp_path, m
     monkeypatch.setattr(bench, "BASE_OVERRIDES", bench.BASE_OVERRIDES + ["model.ema_decay=0.9"])
     again = bench.run_cell(task)
     assert not again["reused"] and again["config"] != first["config"]
+
+
+def test_the_untrained_row_is_the_same_on_every_call():
+    import importlib.util
+
+    import torch
+
+    from tests.helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("mode_collapse", ROOT / "benchmarks" / "mode_collapse.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    first = bench.untrained("grid25", 3)
+    torch.rand(17)  # whatever ran before
+    assert bench.untrained("grid25", 3) == first
