@@ -1,8 +1,10 @@
-"""A short grid25 run captures more modes than the untrained generator."""
+"""The mode-collapse benchmark (benchmarks/mode_collapse.py): a short grid25 run captures more modes than the
+untrained generator; its cells are CLI commands of the presets, reused only at the same resolved config."""
 from __future__ import annotations
 
 import torch
 
+from benchmarks import mode_collapse as bench
 from src.metrics.mode_coverage import ModeCoverage
 from src.train import build_model
 from tests.helpers import compose
@@ -25,14 +27,6 @@ def test_short_grid25_run_captures_more_modes_than_the_untrained_generator(cli, 
 def test_benchmark_cells_are_cli_commands_of_the_presets():
     """The mode-collapse benchmark's cells: the preset, the optimizer at its own lr, the budget in
     iterations (one generator update each), the zero-sum loss for CGD/ACGD, and a schedule over the run."""
-    import importlib.util
-
-    from tests.helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location("mode_collapse", ROOT / "benchmarks" / "mode_collapse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-
     sgd = bench.optimizer_facts("sgd")
     assert (sgd["lr"], sgd["joint"], sgd["loss"]) == (compose(["optimizer=sgd"]).optimizer.lr, False, "ns")
     assert bench.cell_overrides("ring8", "sgd", 3, 100, sgd, "wgan") == [
@@ -50,13 +44,6 @@ def test_benchmark_cells_are_cli_commands_of_the_presets():
 def test_a_cell_is_reused_only_while_its_resolved_config_is_the_same(tmp_path, monkeypatch):
     """The same overrides name another run once a preset file changes (modelled here by an extra base
     override): the finished cell is then trained again, not reused."""
-    import importlib.util
-
-    from tests.helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location("mode_collapse", ROOT / "benchmarks" / "mode_collapse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     task = {"dir": str(tmp_path / "cell"), "fresh": False, "dataset": "ring8", "optimizer": "adam", "seed": 0,
             "budget": 4, "overrides": ["experiment=mlp_ring8", "optimizer=adam", "seed=0", "trainer.max_steps=4",
                                        "model.num_eval_samples=100"]}
@@ -69,15 +56,6 @@ def test_a_cell_is_reused_only_while_its_resolved_config_is_the_same(tmp_path, m
 
 
 def test_the_untrained_row_is_the_same_on_every_call():
-    import importlib.util
-
-    import torch
-
-    from tests.helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location("mode_collapse", ROOT / "benchmarks" / "mode_collapse.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     first = bench.untrained("grid25", 3)
     torch.rand(17)  # whatever ran before
     assert bench.untrained("grid25", 3) == first
