@@ -1,6 +1,7 @@
 """Running benchmark cells as ordinary CLI runs: ``python -m src.run ARGS`` in its own directory, one thread,
-reused when a run that ended (finished, or failed by itself, e.g. diverged) is already there: a benchmark
-interrupted and started again continues. A cell being run holds a lock file beside its directory, so two
+reused when a run that ended (finished, or failed by itself, e.g. diverged) is already there with the config
+the same ARGS resolve to now: a benchmark interrupted and started again continues, and a cell whose preset
+files changed since it ran is run again (the old run is kept beside it as ``<dir>.stale``). A cell being run holds a lock file beside its directory, so two
 benchmark processes given the same cell (two invocations on one --runs-dir) run it once: the second waits for
 the first's summary instead of writing into the same directory."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -79,14 +81,101 @@ def cell_lock(run_dir: Path):
         lock.unlink(missing_ok=True)
 
 
-def run_cell(args: list[str], run_dir: Path, threads: int = 1) -> dict | None:
-    """Run `python -m src.run ARGS hydra.run.dir=RUN_DIR` with `threads` threads unless it ended before; its
-    summary (check :func:`ok`: a failed run's status says why), None when the run left no summary."""
+RUN_DIR = "<run_dir>"  # where a run wrote, in configs compared across runs and moved directories
+COMPOSE = threading.Lock()  # Hydra's compose API keeps global state
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The config `python -m src.run ARGS` would train with now (secrets scrubbed), in comparable form."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from src.utils.cli import normalise_argv
+    from src.utils.config import register_configs, resolved_container
+    from src.utils.env import load_environment
+
+    with COMPOSE:
+        load_environment()  # what src.run reads first: .env, PROJECT_ROOT
+        register_configs()
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=normalise_argv(args))
+        with open_dict(cfg):
+            cfg.paths.output_dir = RUN_DIR
+        return comparable(resolved_container(cfg))
+
+
+def comparable(config: dict) -> dict:
+    """A resolved config without what says where and how a run ran rather than what it trained: its output
+    directory (the run may have been moved since) and the project's location are placeholders, and the
+    checkpoint it resumed from is dropped."""
+    run_dir = str((config.get("paths") or {}).get("output_dir"))
+
+    def clean(node):
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items() if k != "ckpt_path"}
+        if isinstance(node, list):
+            return [clean(v) for v in node]
+        if isinstance(node, str):
+            return node.replace(run_dir, RUN_DIR).replace(str(ROOT), "<root>")
+        return node
+
+    return clean(config)
+
+
+def config_changes(args: list[str], run_dir: Path) -> tuple[list[str], list[str]] | None:
+    """How the config the run in `run_dir` trained with differs from the one ARGS resolve to now: (keys whose
+    values differ, keys only one side has), as dotted paths; None without a saved config."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "config_resolved.yaml"
+    if not path.is_file():
+        return None
+    changed, one_side = [], []
+
+    def walk(old, new, key):
+        if isinstance(old, dict) and isinstance(new, dict):
+            for k in sorted(set(old) | set(new), key=str):
+                if k in old and k in new:
+                    walk(old[k], new[k], f"{key}.{k}" if key else str(k))
+                else:
+                    one_side.append(f"{key}.{k}" if key else str(k))
+        elif old != new:
+            changed.append(key)
+
+    walk(comparable(OmegaConf.to_container(OmegaConf.load(path))), resolved_config(args), "")
+    return changed, one_side
+
+
+def reusable(args: list[str], run_dir: Path) -> dict | None:
+    """The summary of an ended run in `run_dir` that trained with the config ARGS give now. A run where a value
+    differs (a preset changed since) is moved to `<run_dir>.stale` (replacing an older one) and None returned.
+    Keys only one side has (added to or removed from the framework since) do not count: a new key's default
+    keeps the old behaviour; they are listed. A run without a saved config is reused as before."""
     summary = ended(run_dir)
-    if summary is not None:
+    changes = config_changes(args, run_dir) if summary is not None else None
+    if changes is None:
         return summary
-    with cell_lock(run_dir):
-        summary = ended(run_dir)  # another process may have run it while this one waited
+    changed, one_side = changes
+    if not changed:
+        if one_side:
+            with PRINT:
+                print(f"  {run_dir}: reused; keys added or removed since it ran: {', '.join(one_side)}", flush=True)
+        return summary
+    stale = run_dir.with_name(run_dir.name + ".stale")
+    shutil.rmtree(stale, ignore_errors=True)
+    run_dir.rename(stale)
+    with PRINT:
+        print(f"  {run_dir}: ran with other values of {', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''} "
+              f"than these arguments give now: moved to {stale.name}, running it again", flush=True)
+    return None
+
+
+def run_cell(args: list[str], run_dir: Path, threads: int = 1) -> dict | None:
+    """Run `python -m src.run ARGS hydra.run.dir=RUN_DIR` with `threads` threads unless it ended before with
+    the same config; its summary (check :func:`ok`: a failed run's status says why), None when the run left
+    no summary."""
+    with cell_lock(run_dir):  # another process may be running it: wait for it, then look
+        summary = reusable(args, run_dir)
         return summary if summary is not None else _run(args, run_dir, threads)
 
 

@@ -61,3 +61,46 @@ def test_a_lock_left_by_a_dead_process_is_taken_over_and_released(tmp_path, monk
     assert calls == [str(os.getpid())]  # ran once, holding the lock under this process's pid
     assert not lock.exists()
     assert runs.run_cell(["seed=3"], run_dir) == summary and len(calls) == 1  # ended: reused, not rerun
+
+
+def _saved(run_dir, config):
+    from omegaconf import OmegaConf
+
+    _finished(run_dir)
+    OmegaConf.save(OmegaConf.create(config), run_dir / "config_resolved.yaml")
+
+
+def _counting_run(calls):
+    def fake_run(args, d, threads):
+        calls.append(d)
+        _finished(d, step=9)
+        return runs.ended(d)
+    return fake_run
+
+
+def test_an_ended_run_is_reused_only_with_the_config_its_arguments_give_now(tmp_path, monkeypatch):
+    now = {"seed": 0, "optimizer": {"lr": 1e-3}, "paths": {"output_dir": runs.RUN_DIR}}
+    monkeypatch.setattr(runs, "resolved_config", lambda args: now)
+    calls = []
+    monkeypatch.setattr(runs, "_run", _counting_run(calls))
+    same, moved, changed = tmp_path / "same", tmp_path / "moved", tmp_path / "changed"
+    _saved(same, {"seed": 0, "optimizer": {"lr": 1e-3}, "paths": {"output_dir": str(same)}})
+    # written elsewhere and moved here since: its own directory is not a difference; a new key is not either
+    _saved(moved, {"seed": 0, "optimizer": {"lr": 1e-3, "ckpt_path": None}, "paths": {"output_dir": "/old/place"}})
+    now_with_new_key = {**now, "model": {"r1_weight": 0.0}}
+    _saved(changed, {"seed": 0, "optimizer": {"lr": 2e-3}, "paths": {"output_dir": str(changed)}})
+    assert runs.run_cell([], same)["global_step"] == 7 and calls == []
+    monkeypatch.setattr(runs, "resolved_config", lambda args: now_with_new_key)
+    assert runs.run_cell([], moved)["global_step"] == 7 and calls == []
+    monkeypatch.setattr(runs, "resolved_config", lambda args: now)
+    assert runs.run_cell([], changed)["global_step"] == 9 and calls == [changed]  # the preset changed: run again
+    stale = tmp_path / "changed.stale"
+    assert (stale / "config_resolved.yaml").is_file()  # the old run is kept beside it
+    assert runs.config_changes([], stale) == (["optimizer.lr"], [])
+
+
+def test_the_config_compared_is_the_one_the_cli_resolves(tmp_path):
+    cfg = runs.resolved_config(["experiment=mlp_grid25", "seed=3"])
+    assert cfg["seed"] == 3 and cfg["paths"]["output_dir"] == runs.RUN_DIR
+    assert cfg["trainer"]["default_root_dir"] == runs.RUN_DIR  # interpolations of the run directory too
+    assert cfg["paths"]["root_dir"] == "<root>"
