@@ -42,6 +42,8 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.runs import compose  # noqa: E402  (the config as the CLI composes it)
+
 MODELS = {
     "dcgan": {"label": "DCGAN, digits (default run)", "args": []},
     "mlp": {"label": "MLP GAN, grid25", "args": ["experiment=mlp_grid25"]},
@@ -56,52 +58,26 @@ QUIET = ["trainer.limit_val_batches=0", "validate_after_fit=false",
          "trainer.max_epochs=-1", "callbacks.samples=null"]
 
 
-def compose(args: list[str], out: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from src.utils.cli import normalise_argv
-    from src.utils.config import register_configs
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=normalise_argv(args), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
-    return cfg
-
-
 # ------------------------------------------------------------------------------------------ plain loops
 def _optimizer(params, node) -> torch.optim.Optimizer:
-    """The config's optimizer class and settings (the keys shared by every group removed), as a user would
-    construct it by hand."""
+    """The config's optimizer class and shared settings (src/optim/factory.py reads the group), constructed by
+    hand."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from src.optim.factory import COMMON_KEYS
+    from src.optim.factory import OptimizerGroup
 
-    spec = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in COMMON_KEYS}
-    return instantiate(spec, params)
+    return instantiate(OptimizerGroup(node).shared, params)
 
 
 def _scheduler(optimizer, node, steps: int):
-    """The config's schedule over `steps` iterations (None without one)."""
+    """The config's schedule, its null length set to `steps` iterations as the framework sets it (None
+    without one)."""
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from src.optim.factory import SCHEDULE_LENGTH
+    from src.optim.factory import OptimizerGroup
 
-    if node.get("scheduler") is None:
-        return None
-    spec = OmegaConf.to_container(node.scheduler, resolve=True)
-    length = SCHEDULE_LENGTH.get(spec["_target_"].rsplit(".", 1)[-1])
-    if length is not None and spec.get(length) is None:
-        spec[length] = steps
-    return instantiate(spec, optimizer)
+    group = OptimizerGroup(node)
+    return None if group.scheduler is None else instantiate(group.scheduler_spec(steps), optimizer)
 
 
 def _device(cfg) -> torch.device:

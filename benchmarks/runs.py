@@ -85,23 +85,35 @@ RUN_DIR = "<run_dir>"  # where a run wrote, in configs compared across runs and 
 COMPOSE = threading.Lock()  # Hydra's compose API keeps global state
 
 
-def resolved_config(args: list[str]) -> dict:
-    """The config `python -m src.run ARGS` would train with now (secrets scrubbed), in comparable form."""
-    from hydra import compose, initialize_config_dir
+def compose(args: list[str], out):
+    """The config `python -m src.run ARGS` composes (without its `hydra` node), writing to `out`; Hydra's
+    runtime config is set as the CLI sets it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from src.utils.cli import normalise_argv
-    from src.utils.config import register_configs, resolved_container
+    from src.utils.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=normalise_argv(args), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg["hydra"]
+    return cfg
+
+
+def resolved_config(args: list[str]) -> dict:
+    """The config `python -m src.run ARGS` would train with now (secrets scrubbed), in comparable form."""
+    from src.utils.config import resolved_container
     from src.utils.env import load_environment
 
     with COMPOSE:
         load_environment()  # what src.run reads first: .env, PROJECT_ROOT
-        register_configs()
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=normalise_argv(args))
-        with open_dict(cfg):
-            cfg.paths.output_dir = RUN_DIR
-        return comparable(resolved_container(cfg))
+        return comparable(resolved_container(compose(args, RUN_DIR)))
 
 
 def comparable(config: dict) -> dict:

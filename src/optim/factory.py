@@ -123,11 +123,11 @@ class OptimizerGroup:
             optimizers = {n: _instantiate(self.lookahead, o, key="optimizer.lookahead") for n, o in optimizers.items()}
         schedulers = {}
         if self.scheduler is not None:
-            spec = self._scheduler_spec(iterations)
+            spec = self.scheduler_spec(iterations)
             schedulers = {n: _instantiate(spec, o, key="optimizer.scheduler") for n, o in optimizers.items()}
         return PlayerOptimizers(optimizers, schedulers, joint=self.joint)
 
-    def _scheduler_spec(self, iterations: int | None) -> dict:
+    def scheduler_spec(self, iterations: int | None) -> dict:
         spec = dict(self.scheduler)
         length = SCHEDULE_LENGTH.get(str(spec.get("_target_", "")).rsplit(".", 1)[-1])
         if length is not None and spec.get(length) is None:
